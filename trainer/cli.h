@@ -1,0 +1,17 @@
+// The `longtune` command line: each subcommand registers itself on the CLI11 app and runs through
+// a callback that throws longtune::Error on failure; main() maps errors to exit codes.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace longtune::cli {
+
+void add_smoke_command(CLI::App& app);    // longtune smoke: tiny random model fwd/bwd on generated tokens
+void add_eval_command(CLI::App& app);     // longtune eval perplexity ...
+void add_inspect_command(CLI::App& app);  // longtune inspect DIR
+void add_export_command(CLI::App& app);   // longtune export-hf ...
+void add_debug_command(CLI::App& app);    // longtune debug logits ... (numbers for outside checks)
+
+}  // namespace longtune::cli

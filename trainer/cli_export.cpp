@@ -1,0 +1,54 @@
+// `longtune export-hf`: writes an HF directory (config.json with rope scaling and window,
+// safetensors, tokenizer files copied) that transformers loads. Source: an HF directory.
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "model/hf_checkpoint.h"
+#include "trainer/cli.h"
+#include "trainer/cli_common.h"
+
+namespace longtune::cli {
+
+namespace {
+
+struct ExportArgs {
+  std::string model_dir, out, rope, dtype;
+  double max_shard_gb = 5.0;
+};
+
+void run_export(const ExportArgs& args) {
+  namespace fs = std::filesystem;
+  LT_CHECK(fs::weakly_canonical(args.model_dir) != fs::weakly_canonical(args.out),
+           "export-hf: --out must differ from the source directory '{}'", args.model_dir);
+  const std::string storage = args.dtype.empty() ? model::load_hf_model_config(args.model_dir).torch_dtype : args.dtype;
+  model::Llama llama = load_model(args.model_dir, "float32", args.rope);
+  model::HfSaveOptions options;
+  options.dtype = model::dtype_from_name(storage);
+  options.max_shard_bytes = static_cast<int64_t>(args.max_shard_gb * 1e9);
+  model::save_hf_model(*llama, args.out, options);
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+    const fs::path source = fs::path(args.model_dir) / name;
+    if (fs::exists(source)) fs::copy_file(source, fs::path(args.out) / name, fs::copy_options::overwrite_existing);
+  }
+  LT_INFO("exported {} ({} storage, max_position_embeddings={}, rope={}) to {}", args.model_dir, storage,
+          llama->config().max_position_embeddings, model::to_string(llama->config().rope_scaling.type), args.out);
+}
+
+}  // namespace
+
+void add_export_command(CLI::App& app) {
+  auto args = std::make_shared<ExportArgs>();
+  CLI::App* cmd = app.add_subcommand("export-hf", "Write an HF model directory that transformers loads");
+  cmd->add_option("--model", args->model_dir, "source HF model directory")->required();
+  cmd->add_option("--out", args->out, "output directory")->required();
+  cmd->add_option("--rope-scaling", args->rope, "record a RoPE scaling: TYPE:FACTOR[:ORIGINAL], e.g. linear:4");
+  cmd->add_option("--dtype", args->dtype, "storage dtype float32|bfloat16|float16 (default: the source's)");
+  cmd->add_option("--max-shard-gb", args->max_shard_gb, "split weights into files of at most this size")
+      ->capture_default_str();
+  cmd->callback([args] { run_export(*args); });
+}
+
+}  // namespace longtune::cli
