@@ -20,7 +20,11 @@ int main(int argc, char** argv) {
   longtune::cli::add_inspect_command(app);
   longtune::cli::add_export_command(app);
   longtune::cli::add_debug_command(app);
-  app.parse_complete_callback([&] { longtune::init_logging({.level = log_level}); });
+  app.parse_complete_callback([&] {
+    longtune::LogOptions options;
+    options.level = log_level;
+    longtune::init_logging(options);
+  });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
