@@ -12,6 +12,7 @@ void add_smoke_command(CLI::App& app);    // longtune smoke: tiny random model f
 void add_eval_command(CLI::App& app);     // longtune eval perplexity ...
 void add_inspect_command(CLI::App& app);  // longtune inspect DIR
 void add_export_command(CLI::App& app);   // longtune export-hf ...
-void add_debug_command(CLI::App& app);    // longtune debug logits ... (numbers for outside checks)
+void add_debug_command(CLI::App& app);
+void add_data_commands(CLI::App& app);  // longtune tokenizer train | prepare-data | data inspect    // longtune debug logits ... (numbers for outside checks)
 
 }  // namespace longtune::cli

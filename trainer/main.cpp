@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   longtune::cli::add_inspect_command(app);
   longtune::cli::add_export_command(app);
   longtune::cli::add_debug_command(app);
+  longtune::cli::add_data_commands(app);
   app.parse_complete_callback([&] {
     longtune::LogOptions options;
     options.level = log_level;

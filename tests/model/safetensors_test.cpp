@@ -17,32 +17,15 @@
 #include <optional>
 
 #include "common/check.h"
+#include "tests/test_support.h"
 
 namespace longtune::model {
 namespace {
 
+using longtune::testing::expect_error;
+using longtune::testing::read_bytes;
+
 namespace fs = std::filesystem;
-
-// Runs fn, expecting a longtune::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-    return;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-longtune exception: " << e.what();
-    return;
-  }
-  ADD_FAILURE() << "did not throw";
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 class SafetensorsTest : public ::testing::Test {
  protected:

@@ -1,0 +1,153 @@
+#include "common/file_io.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "common/check.h"
+
+namespace longtune {
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+void write_all(int fd, const void* data, size_t bytes, const std::filesystem::path& path) {
+  const char* cursor = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t n = ::write(fd, cursor, bytes);
+    if (n < 0 && errno == EINTR) continue;
+    LT_CHECK(n > 0, "{}: write failed: {}", path.string(), errno_text());
+    cursor += n;
+    bytes -= static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
+  temp_path_ = path_;
+  temp_path_ += ".tmp-" + std::to_string(::getpid());
+  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  LT_CHECK(fd_ >= 0, "{}: cannot create: {}", temp_path_.string(), errno_text());
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temp_path_.c_str());
+}
+
+void AtomicFile::write(const void* data, size_t bytes) {
+  LT_CHECK(fd_ >= 0 && !committed_, "{}: write after commit", path_.string());
+  write_all(fd_, data, bytes, temp_path_);
+  size_ += bytes;
+}
+
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
+  LT_CHECK(offset + bytes <= size_, "{}: write_at past the end", path_.string());
+  const char* cursor = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t n = ::pwrite(fd_, cursor, bytes, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    LT_CHECK(n > 0, "{}: write failed: {}", temp_path_.string(), errno_text());
+    cursor += n;
+    offset += static_cast<uint64_t>(n);
+    bytes -= static_cast<size_t>(n);
+  }
+}
+
+void AtomicFile::commit() {
+  LT_CHECK(fd_ >= 0 && !committed_, "{}: commit twice", path_.string());
+  LT_CHECK(::fsync(fd_) == 0, "{}: fsync failed: {}", temp_path_.string(), errno_text());
+  LT_CHECK(::close(fd_) == 0, "{}: close failed: {}", temp_path_.string(), errno_text());
+  fd_ = -1;
+  LT_CHECK(::rename(temp_path_.c_str(), path_.c_str()) == 0, "{}: rename from {} failed: {}",
+           path_.string(), temp_path_.string(), errno_text());
+  committed_ = true;
+  fsync_directory(path_.has_parent_path() ? path_.parent_path() : std::filesystem::path("."));
+}
+
+void write_file_atomic(const std::filesystem::path& path, std::string_view content) {
+  AtomicFile file(path);
+  file.write(content);
+  file.commit();
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  LT_CHECK(in.good(), "{}: cannot open: {}", path.string(), errno_text());
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  LT_CHECK(!in.bad(), "{}: read failed", path.string());
+  return std::move(buffer).str();
+}
+
+void fsync_directory(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  LT_CHECK(fd >= 0, "{}: cannot open directory: {}", dir.string(), errno_text());
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  LT_CHECK(rc == 0, "{}: fsync of directory failed: {}", dir.string(), errno_text());
+}
+
+Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
+  LT_CHECK(context_ != nullptr && EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(context_), EVP_sha256(),
+                                                    nullptr) == 1,
+           "sha256: OpenSSL init failed");
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(context_)); }
+
+void Sha256::update(const void* data, size_t bytes) {
+  LT_CHECK(EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(context_), data, bytes) == 1,
+           "sha256: update failed");
+}
+
+std::string Sha256::hex_digest() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  LT_CHECK(EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(context_), digest, &length) == 1,
+           "sha256: final failed");
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(2 * length);
+  for (unsigned int i = 0; i < length; ++i) {
+    hex.push_back(kHex[digest[i] >> 4]);
+    hex.push_back(kHex[digest[i] & 15]);
+  }
+  return hex;
+}
+
+std::string sha256_hex(std::string_view bytes) {
+  Sha256 hash;
+  hash.update(bytes);
+  return hash.hex_digest();
+}
+
+std::string sha256_file(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  LT_CHECK(fd >= 0, "{}: cannot open: {}", path.string(), errno_text());
+  Sha256 hash;
+  std::vector<char> buffer(1 << 20);
+  while (true) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const std::string why = errno_text();
+      ::close(fd);
+      LT_FAIL("{}: read failed: {}", path.string(), why);
+    }
+    if (n == 0) break;
+    hash.update(buffer.data(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return hash.hex_digest();
+}
+
+}  // namespace longtune
