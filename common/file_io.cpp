@@ -96,6 +96,19 @@ void fsync_directory(const std::filesystem::path& dir) {
   LT_CHECK(rc == 0, "{}: fsync of directory failed: {}", dir.string(), errno_text());
 }
 
+bool remove_tree(const std::filesystem::path& root) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (fs::is_directory(fs::symlink_status(root, error))) {
+    // Collect first: removing entries while iterating is unspecified.
+    std::vector<fs::path> entries;
+    for (const auto& entry : fs::directory_iterator(root, error)) entries.push_back(entry.path());
+    for (const fs::path& entry : entries) remove_tree(entry);
+  }
+  fs::remove(root, error);
+  return !fs::exists(fs::symlink_status(root, error));
+}
+
 Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
   LT_CHECK(context_ != nullptr && EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(context_), EVP_sha256(),
                                                     nullptr) == 1,

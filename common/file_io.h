@@ -46,6 +46,11 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view conte
 std::string read_file(const std::filesystem::path& path);
 // fsync a directory so renames inside it are durable.
 void fsync_directory(const std::filesystem::path& dir);
+// Deletes `root` and everything below it (nothing if it does not exist), best effort: returns
+// whether `root` is gone. Use this, not std::filesystem::remove_all, which resolves to a broken copy
+// exported by LibTorch's wheel and has crashed in processes that link it. Symlinks are removed, not
+// followed.
+bool remove_tree(const std::filesystem::path& root);
 
 // Incremental SHA-256 (OpenSSL); hex digests are lowercase, as sha256sum prints them.
 class Sha256 {

@@ -33,20 +33,6 @@ std::string source_material(const SourceFile& source) {
                      source.readable ? 1 : 0);
 }
 
-// Removes a tree without std::filesystem::remove_all (which has crashed in processes that link
-// LibTorch's wheel); our trees here are shallow.
-void remove_tree(const fs::path& root) {
-  std::error_code error;
-  if (!fs::exists(root, error)) return;
-  std::vector<fs::path> entries;
-  for (const auto& entry : fs::directory_iterator(root, error)) entries.push_back(entry.path());
-  for (const fs::path& entry : entries) {
-    if (fs::is_directory(fs::symlink_status(entry, error))) remove_tree(entry);
-    else fs::remove(entry, error);
-  }
-  fs::remove(root, error);
-}
-
 // Leftovers of AtomicFile writes killed before their rename.
 void remove_stale_temp_files(const fs::path& dir) {
   std::error_code error;

@@ -136,9 +136,7 @@ PreparedSplit::PreparedSplit(const fs::path& path, const std::string& split,
     split_ = split.empty() ? "train" : split;
   } else if (path.has_parent_path() && fs::is_regular_file(path.parent_path() / "manifest.json")) {
     directory_ = path.parent_path();
-    split_ = path.filename().string();
-    LT_CHECK(split.empty() || split == split_, "{}: names split '{}' but '{}' was asked for", path.string(),
-             split_, split);
+    split_ = path.filename().string();  // a split folder names its split; `split` is only a default
   } else {
     directory_ = path;  // read_manifest reports it
   }

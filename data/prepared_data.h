@@ -95,7 +95,7 @@ Manifest read_manifest(const std::filesystem::path& dir);
 class PreparedSplit final : public TokenDocuments {
  public:
   // `path` is a prepared directory (then `split` picks the split; empty: "train") or a split folder
-  // inside one (dir/<split>). If `expected_tokenizer_sha256` is non-empty, a different tokenizer is
+  // inside one (dir/<split>, which names the split itself; `split` is then ignored). If `expected_tokenizer_sha256` is non-empty, a different tokenizer is
   // an error naming both. `verify_checksums` rehashes every shard (slow; off by default).
   PreparedSplit(const std::filesystem::path& path, const std::string& split = "",
                 const std::string& expected_tokenizer_sha256 = "", bool verify_checksums = false);

@@ -298,6 +298,8 @@ const std::map<std::string, ModelConfig>& presets() {
       // Test and demo sizes (CPU in seconds).
       {"tiny", make(512, 64, 176, 2, 4, 4, 128, 1e-6)},
       {"tiny-gqa", make(512, 64, 176, 2, 4, 2, 128, 1e-6)},
+      // The README demo's base model (about 1.9M parameters with a 4096-piece vocabulary).
+      {"demo", make(4096, 128, 344, 4, 4, 4, 128, 1e-6)},
       {"small", make(4096, 256, 688, 4, 8, 4, 256, 1e-6)},
       {"gpu-100m", make(32000, 768, 2048, 12, 12, 12, 512, 1e-6)},
   };

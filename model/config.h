@@ -70,7 +70,7 @@ ModelConfig load_hf_config(const std::string& config_json_path);
 // (rope_parameters) alike.
 nlohmann::json model_config_to_hf_json(const ModelConfig& config);
 
-// Named presets: llama-7b/13b/33b/65b, llama2-7b/13b/70b, tinyllama-1.1b, tiny, tiny-gqa, small.
+// Named presets: llama-7b/13b/33b/65b, llama2-7b/13b/70b, tinyllama-1.1b, tiny, tiny-gqa, demo, small.
 ModelConfig model_preset(const std::string& name);
 std::vector<std::string> model_preset_names();
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "common/file_io.h"
 
 namespace longtune::testing {
 
@@ -50,10 +51,7 @@ class TempDir {
     if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = pattern;
   }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
+  ~TempDir() { remove_tree(path_); }  // not std::filesystem::remove_all: see common/file_io.h
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   const std::filesystem::path& path() const { return path_; }

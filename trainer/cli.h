@@ -8,11 +8,20 @@ class App;
 
 namespace longtune::cli {
 
+// Thrown by a subcommand that must end with a specific non-zero exit status that is not an error
+// (e.g. a preempted training run); main() returns `code`.
+struct ExitStatus {
+  explicit ExitStatus(int exit_code) : code(exit_code) {}
+  int code;
+};
+
 void add_smoke_command(CLI::App& app);    // longtune smoke: tiny random model fwd/bwd on generated tokens
 void add_eval_command(CLI::App& app);     // longtune eval perplexity ...
 void add_inspect_command(CLI::App& app);  // longtune inspect DIR
 void add_export_command(CLI::App& app);   // longtune export-hf ...
-void add_debug_command(CLI::App& app);
-void add_data_commands(CLI::App& app);  // longtune tokenizer train | prepare-data | data inspect    // longtune debug logits ... (numbers for outside checks)
+void add_debug_command(CLI::App& app);   // longtune debug logits ... (numbers for outside checks)
+void add_data_commands(CLI::App& app);   // longtune tokenizer train | prepare-data | data inspect
+void add_train_command(CLI::App& app);   // longtune train JOB.yaml [--set k=v ...]
+void add_plot_command(CLI::App& app);    // longtune plot RUN_DIR
 
 }  // namespace longtune::cli

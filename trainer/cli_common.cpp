@@ -7,6 +7,7 @@
 
 #include "common/check.h"
 #include "model/hf_checkpoint.h"
+#include "trainer/model_source.h"
 
 namespace longtune::cli {
 
@@ -33,9 +34,13 @@ at::Tensor read_token_file(const std::string& path, int64_t vocab_size) {
 }
 
 model::Llama load_model(const std::string& dir, const std::string& dtype, const std::string& rope_spec) {
-  model::ModelConfig config = model::load_hf_model_config(dir);
-  if (!rope_spec.empty()) config = model::with_rope_scaling(config, model::parse_rope_spec(rope_spec));
-  model::Llama llama = model::load_hf_model(dir, config, model::dtype_from_name(dtype));
+  const trainer::ModelSource source = trainer::resolve_model_source(dir);
+  LT_CHECK(source.kind != trainer::ModelSource::Kind::kPreset, "--model {}: expected a model directory or a "
+           "checkpoint, not a preset", dir);
+  trainer::ModelSection section;
+  if (!rope_spec.empty()) section.rope_scaling = model::parse_rope_spec(rope_spec);
+  const model::ModelConfig config = trainer::job_model_config(section, source, /*seq_len=*/0, /*tokenizer_vocab=*/0);
+  model::Llama llama = trainer::build_model(config, source, model::dtype_from_name(dtype));
   llama->eval();
   return llama;
 }

@@ -96,7 +96,7 @@ JobConfig parse(const YamlDocument& document) {
                t.micro_batch, "precision", t.precision, "log_every", t.log_every, "eval_every", t.eval_every,
                "eval_batches", t.eval_batches, "seed", t.seed, "nan_policy", t.nan_policy,
                "max_skipped_steps", t.max_skipped_steps, "run_dir", t.run_dir, "deterministic",
-               t.deterministic);
+               t.deterministic, "peak_flops", t.peak_flops, "cpu_threads", t.cpu_threads, "inject_nan_steps", t.inject_nan_steps);
   CheckpointSection& k = c.checkpoint;
   read_section(root.section("checkpoint"), "every", k.every, "keep_last", k.keep_last, "resume", k.resume,
                "export_hf_at_end", k.export_hf_at_end);
@@ -231,8 +231,11 @@ std::vector<Entry> entries(const JobConfig& c) {
   const auto s = [](const char* key, const std::string& text) { return Entry{key, text, true}; };
   const auto v = [](const char* key, const auto& value) { return Entry{key, number(value)}; };
   const auto e = [](const char* key, auto value) { return Entry{key, name_of(value)}; };
-  std::string windows;
-  for (const int64_t w : c.eval.windows) windows += (windows.empty() ? "" : ", ") + number(w);
+  const auto list = [](const std::vector<int64_t>& values) {
+    std::string text;
+    for (const int64_t value : values) text += (text.empty() ? "" : ", ") + number(value);
+    return "[" + text + "]";
+  };
   return {
       s("model.source", c.model.source), e("model.dtype", c.model.dtype),
       v("model.activation_checkpointing", c.model.activation_checkpointing),
@@ -259,12 +262,14 @@ std::vector<Entry> entries(const JobConfig& c) {
       v("train.eval_batches", c.train.eval_batches), v("train.seed", c.train.seed),
       e("train.nan_policy", c.train.nan_policy), v("train.max_skipped_steps", c.train.max_skipped_steps),
       s("train.run_dir", c.train.run_dir), v("train.deterministic", c.train.deterministic),
+      v("train.peak_flops", c.train.peak_flops), v("train.cpu_threads", c.train.cpu_threads),
+      Entry{"train.inject_nan_steps", list(c.train.inject_nan_steps)},
       v("checkpoint.every", c.checkpoint.every), v("checkpoint.keep_last", c.checkpoint.keep_last),
       s("checkpoint.resume", c.checkpoint.resume),
       v("checkpoint.export_hf_at_end", c.checkpoint.export_hf_at_end),
       e("parallel.sharding", c.parallel.sharding), e("parallel.backend", c.parallel.backend),
       v("parallel.collective_timeout_s", c.parallel.collective_timeout_s),
-      Entry{"eval.windows", "[" + windows + "]"}, v("eval.stride", c.eval.stride),
+      Entry{"eval.windows", list(c.eval.windows)}, v("eval.stride", c.eval.stride),
   };
 }
 
@@ -335,6 +340,8 @@ void JobConfig::validate() const {
   check.non_negative(train.eval_every, "train.eval_every");
   check.positive(train.eval_batches, "train.eval_batches");
   check.non_negative(train.max_skipped_steps, "train.max_skipped_steps");
+  check.require(train.peak_flops >= 0, "train.peak_flops", "must be >= 0, got {}", train.peak_flops);
+  check.non_negative(train.cpu_threads, "train.cpu_threads");
   check.require(!train.run_dir.empty(), "train.run_dir", "must not be empty");
   const Dtype compute = train.precision == Precision::kFp32 ? Dtype::kFloat32 : Dtype::kBFloat16;
   check.require(model.dtype == compute, "model.dtype",

@@ -87,6 +87,9 @@ struct TrainSection {
   int64_t max_skipped_steps = 10;           // with nan_policy skip: give up after this many (>= 0)
   std::string run_dir = "runs/default";     // output directory (logs, checkpoints, resolved config)
   bool deterministic = false;               // deterministic kernels (slower)
+  double peak_flops = 0;                    // device peak FLOP/s for MFU (0: known GPU table or CPU measured)
+  int64_t cpu_threads = 0;                  // intra-op CPU threads (0: LibTorch's default, all cores)
+  std::vector<int64_t> inject_nan_steps;    // testing: poison the loss at these steps (exercises nan_policy)
 
   // Gradient-accumulation micro-steps per optimizer step on `world_size` ranks; throws
   // longtune::Error naming train.global_batch unless global_batch % (micro_batch * world_size) == 0.

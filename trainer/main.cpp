@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   longtune::cli::add_export_command(app);
   longtune::cli::add_debug_command(app);
   longtune::cli::add_data_commands(app);
+  longtune::cli::add_train_command(app);
+  longtune::cli::add_plot_command(app);
   app.parse_complete_callback([&] {
     longtune::LogOptions options;
     options.level = log_level;
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const longtune::cli::ExitStatus& status) {
+    return status.code;
   } catch (const longtune::Error& e) {
     LT_ERROR("{}", e.what());
     return 1;

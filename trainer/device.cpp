@@ -1,0 +1,53 @@
+#include "trainer/device.h"
+
+#include <ATen/Context.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <sys/resource.h>
+#include <torch/cuda.h>
+
+#include <mutex>
+
+namespace longtune::trainer {
+
+c10::Device pick_device(int local_rank) {
+  if (torch::cuda::is_available()) return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+  return c10::Device(c10::kCPU);
+}
+
+int64_t peak_memory_bytes(const c10::Device& device) {
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+  struct rusage usage {};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+std::string device_name(const c10::Device& device) {
+  if (device.is_cuda()) return at::cuda::getDeviceProperties(device.index())->name;
+  return "cpu";
+}
+
+void synchronize(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+at::Tensor generator_state(const c10::Device& device) {
+  at::Generator generator = device.is_cuda() ? at::cuda::detail::getDefaultCUDAGenerator(device.index())
+                                             : at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+
+void set_generator_state(const c10::Device& device, const at::Tensor& state) {
+  at::Generator generator = device.is_cuda() ? at::cuda::detail::getDefaultCUDAGenerator(device.index())
+                                             : at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+
+}  // namespace longtune::trainer

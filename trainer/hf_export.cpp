@@ -1,0 +1,40 @@
+#include "trainer/hf_export.h"
+
+#include <ATen/ATen.h>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "model/hf_checkpoint.h"
+#include "trainer/checkpoint.h"
+#include "trainer/model_source.h"
+
+namespace longtune::trainer {
+namespace fs = std::filesystem;
+
+fs::path export_checkpoint_to_hf(const fs::path& checkpoint, const fs::path& out, const HfExportOptions& options) {
+  const auto step_dir = find_checkpoint_directory(checkpoint);
+  LT_CHECK(step_dir.has_value(), "export-hf --checkpoint {}: not a checkpoint (no COMPLETE marker) and no "
+           "complete checkpoint under {}/checkpoints", checkpoint.string(), checkpoint.string());
+  std::string why;
+  LT_CHECK(CheckpointManager::verify(*step_dir, &why), "{}: damaged checkpoint: {}", step_dir->string(), why);
+  ModelSource source;
+  source.kind = ModelSource::Kind::kCheckpoint;
+  source.directory = *step_dir;
+  const model::ModelConfig config = job_model_config(ModelSection{}, source, 0, 0);
+  model::Llama llama = build_model(config, source, at::kFloat);
+  model::HfSaveOptions save;
+  save.dtype = model::dtype_from_name(options.dtype);
+  save.max_shard_bytes = static_cast<int64_t>(options.max_shard_gb * 1e9);
+  model::save_hf_model(*llama, out.string(), save);
+  if (fs::is_regular_file(*step_dir / "tokenizer.model"))
+    fs::copy_file(*step_dir / "tokenizer.model", out / "tokenizer.model", fs::copy_options::overwrite_existing);
+  else
+    LT_WARN("{}: holds no tokenizer.model (the run had no data.tokenizer); copy it into {} yourself",
+            step_dir->string(), out.string());
+  LT_INFO("exported {} (step {}, window {}, rope {} x{}) to {}", step_dir->string(),
+          CheckpointManager::step_of(*step_dir), config.max_position_embeddings,
+          model::to_string(config.rope_scaling.type), config.rope_scaling.factor, out.string());
+  return *step_dir;
+}
+
+}  // namespace longtune::trainer

@@ -1,0 +1,49 @@
+// What a training run reports: run_dir/metrics.jsonl (one JSON object per line: train steps and
+// eval records), the model-FLOPs accounting behind MFU, and the peak-FLOPs default per device.
+// Plots of a run are made from the same file (trainer/plot.h). Not the console progress line.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "model/config.h"
+
+namespace longtune::trainer {
+
+class MetricsLog {
+ public:
+  // Appends to `path` (created if absent). A disabled log (ranks other than 0) writes nothing.
+  MetricsLog(std::filesystem::path path, bool enabled);
+  // Keeps only the records whose "step" <= step (a resumed run rewinds the file to its checkpoint,
+  // so the file ends up equal to an uninterrupted run's); rewritten atomically.
+  void truncate_after(int64_t step);
+  // Appends one record (a JSON object text without newline) and flushes it to the OS.
+  void write(const std::string& json_object);
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  bool enabled_;
+};
+
+// Training FLOPs per token (forward + backward, no recompute) for a sequence of seq_len tokens:
+// 6 * N (N = parameters without the input embedding) + 12 * layers * n_heads * head_dim * seq_len
+// for attention scores and values (PaLM appendix B), the convention MFU figures use.
+double training_flops_per_token(const model::ModelConfig& config, int64_t seq_len);
+
+// Peak dense FLOP/s used for MFU when the job does not set one. `cuda_device_name` is the CUDA
+// device's name as the driver reports it (at::cuda::getDeviceProperties(i)->name, e.g. "NVIDIA
+// H100 80GB HBM3"), or "" for the CPU; the caller looks it up so this file needs no CUDA headers.
+// A known GPU gives its dense tensor-core peak from a table: bf16, or TF32 when !bf16 (H100/H200
+// SXM: 989e12 / 494e12). An unknown GPU is measured (measure_cuda_matmul_flops, with a warning);
+// the CPU is measured with the current intra-op thread count (measure_cpu_matmul_flops).
+double default_peak_flops(const std::string& cuda_device_name, bool bf16);
+// The table alone: 0 when `cuda_device_name` is not a GPU it knows.
+double known_gpu_peak_flops(const std::string& cuda_device_name, bool bf16);
+// Best FLOP/s of a square fp32 matmul (n = 512) repeated for about 0.3 s on the CPU.
+double measure_cpu_matmul_flops();
+// Best FLOP/s of a square bf16 (or fp32) matmul (n = 8192) on the current CUDA device, ~0.5 s.
+double measure_cuda_matmul_flops(bool bf16);
+
+}  // namespace longtune::trainer

@@ -1,0 +1,44 @@
+// Where the model a job trains comes from (`model.source`): a named preset with random init
+// ("preset:tiny"), an HF model directory, or one of our checkpoints (a step directory, or a run
+// directory meaning its newest complete checkpoint). Then the job's RoPE settings are applied:
+// rope_scaling re-targets the position encoding (PI: linear, factor L'/L over the source's window)
+// and rope_theta overrides the base. Not training state: only weights and shapes are taken.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "model/config.h"
+#include "model/llama.h"
+#include "trainer/job_config.h"
+
+namespace longtune::trainer {
+
+struct ModelSource {
+  enum class Kind { kPreset, kHfDirectory, kCheckpoint } kind = Kind::kPreset;
+  std::string preset;                // kPreset
+  std::filesystem::path directory;   // kHfDirectory: the HF dir; kCheckpoint: the step directory
+};
+
+// Classifies `source`; throws longtune::Error naming model.source if it is none of the three.
+ModelSource resolve_model_source(const std::string& source);
+
+// A checkpoint step directory for `path`: itself if it holds a COMPLETE marker, else the newest
+// complete checkpoint under path/checkpoints; nullopt if neither.
+std::optional<std::filesystem::path> find_checkpoint_directory(const std::filesystem::path& path);
+
+// The shapes of the model the job trains: the source's config, with the job's RoPE applied, and
+// for presets the window set to `seq_len` (pretraining) and the vocabulary to `tokenizer_vocab`
+// when given (> 0). For HF/checkpoint sources a tokenizer vocabulary larger than the model's is an
+// error.
+model::ModelConfig job_model_config(const ModelSection& section, const ModelSource& source, int64_t seq_len,
+                                    int64_t tokenizer_vocab);
+
+// Builds the model on the CPU in `dtype`: random init (HF's normal(0, 0.02), seeded by the caller's
+// RNG) for presets, weights from the directory otherwise.
+model::Llama build_model(const model::ModelConfig& config, const ModelSource& source, at::ScalarType dtype);
+
+}  // namespace longtune::trainer

@@ -1,0 +1,58 @@
+// AdamW over the fp32 master parameters the trainer hands in (whole tensors on one process, or
+// the local flat shards under FSDP: the optimizer does not know which), plus the learning-rate
+// schedule and global gradient-norm clipping. The fused path is ATen's _fused_adamw_ kernel (CPU
+// and CUDA, one call per device/dtype group); the unfused path spells out the same update with
+// per-tensor ops, as torch.optim.AdamW(foreach=False) does. Not the choice of parameters, nor
+// the precision casts (the trainer's), nor any communication (clip takes a reduction hook).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trainer/job_config.h"
+
+namespace longtune::trainer {
+
+class AdamW {
+ public:
+  // `params` are named leaf tensors whose .grad() the caller fills before step(). Their names key
+  // the optimizer state in checkpoints.
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, const OptimSection& options);
+
+  // One update at learning rate `lr` from the current .grad() of every parameter (a parameter with
+  // an undefined grad is skipped, as PyTorch does). Increments the step count first, as PyTorch.
+  void step(double lr);
+  int64_t steps_taken() const { return steps_; }
+
+  // Optimizer state as named tensors: "exp_avg/<param>", "exp_avg_sq/<param>", and "step" (a
+  // float32 scalar). Bitwise round-trip through load_state().
+  std::vector<std::pair<std::string, at::Tensor>> state() const;
+  // Throws longtune::Error naming the missing tensor or a shape/dtype mismatch.
+  void load_state(const std::function<at::Tensor(const std::string&)>& get_tensor);
+
+  const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
+
+ private:
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  std::vector<at::Tensor> exp_avg_, exp_avg_sq_, state_steps_;
+  OptimSection options_;
+  int64_t steps_ = 0;
+};
+
+// The learning rate at optimizer step `step` (0-based) of `total_steps`: linear warmup from
+// warmup_start_factor * peak at step 0 to peak at step warmup_steps (as torch LinearLR), then
+// constant, cosine or linear decay to min_lr_factor * peak at the last step.
+double learning_rate(const ScheduleSection& schedule, double peak_lr, int64_t step, int64_t total_steps);
+
+// Global L2 norm of `grads`; `all_reduce_sum` (may be empty) sums the squared norm across ranks
+// before the root. Grads are scaled by min(1, max_norm / (norm + 1e-6)) when max_norm > 0. Returns
+// the norm before clipping (NaN/Inf if any gradient is non-finite; then nothing is scaled).
+double clip_grad_norm(const std::vector<at::Tensor>& grads, double max_norm,
+                      const std::function<void(at::Tensor&)>& all_reduce_sum = {});
+
+}  // namespace longtune::trainer
