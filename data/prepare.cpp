@@ -473,7 +473,11 @@ PrepareSummary prepare_data(const PrepareOptions& options) {
   show("done", true);
   progress.finish();
 
-  write_file_atomic(out / "manifest.json", manifest.to_json());
+  // An unchanged manifest is left alone, so a rerun on unchanged input touches no file.
+  const std::string manifest_text = manifest.to_json();
+  std::error_code ignored;
+  if (!fs::is_regular_file(out / "manifest.json", ignored) || read_file(out / "manifest.json") != manifest_text)
+    write_file_atomic(out / "manifest.json", manifest_text);
   std::error_code error;
   fs::remove(out / kProgressFile, error);
   remove_tree(out / kPartsDir);

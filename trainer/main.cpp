@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; any other command-line mistake is a usage error (2).
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const longtune::cli::ExitStatus& status) {
     return status.code;
   } catch (const longtune::Error& e) {

@@ -29,16 +29,21 @@ class AdamW {
   void step(double lr);
   int64_t steps_taken() const { return steps_; }
 
-  // Optimizer state as named tensors: "exp_avg/<param>", "exp_avg_sq/<param>", and "step" (a
-  // float32 scalar). Bitwise round-trip through load_state().
+  // Optimizer state as named tensors: "exp_avg/<param>", "exp_avg_sq/<param>" (the live tensors,
+  // not copies: copy them before stepping on if you keep them), and "step" (a float32 CPU scalar,
+  // the number of step() calls). Bitwise round-trip through load_state().
   std::vector<std::pair<std::string, at::Tensor>> state() const;
-  // Throws longtune::Error naming the missing tensor or a shape/dtype mismatch.
+  // Copies saved state (any device) into this optimizer's tensors; "step" becomes every parameter's
+  // step count. `get_tensor` may throw or return an undefined tensor for a missing name. Throws
+  // longtune::Error naming the missing tensor or a shape/dtype mismatch.
   void load_state(const std::function<at::Tensor(const std::string&)>& get_tensor);
 
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
 
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;
+  // state_steps_: per-parameter float32 step counts as torch.optim keeps them, on the parameter's
+  // device for the fused kernel, on the CPU for the per-tensor path (read there with .item()).
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_, state_steps_;
   OptimSection options_;
   int64_t steps_ = 0;

@@ -8,7 +8,6 @@
 #include <iostream>
 
 #include "tests/test_support.h"
-#include "tests/trainer/scratch_dir.h"
 
 namespace longtune::trainer {
 namespace {
@@ -16,7 +15,7 @@ namespace {
 namespace fs = std::filesystem;
 
 TEST(MetricsLog, AppendsOneLinePerRecord) {
-  testing::ScratchDir dir;
+  testing::TempDir dir;
   MetricsLog log(dir.path() / "run" / "metrics.jsonl", /*enabled=*/true);
   EXPECT_TRUE(fs::exists(log.path()));
   log.write(R"({"kind": "train", "step": 1})");
@@ -29,7 +28,7 @@ TEST(MetricsLog, AppendsOneLinePerRecord) {
 }
 
 TEST(MetricsLog, DisabledWritesNothing) {
-  testing::ScratchDir dir;
+  testing::TempDir dir;
   MetricsLog log(dir.path() / "metrics.jsonl", /*enabled=*/false);
   log.write(R"({"step": 1})");
   log.truncate_after(0);
@@ -37,7 +36,7 @@ TEST(MetricsLog, DisabledWritesNothing) {
 }
 
 TEST(MetricsLog, TruncateAfterKeepsStepsUpToKAndDropsTornLine) {
-  testing::ScratchDir dir;
+  testing::TempDir dir;
   const std::string kept =
       "{\"kind\": \"train\", \"step\": 1, \"loss\": 5.5}\n"
       "{\"kind\": \"train\", \"step\": 2, \"loss\": 5.25}\n"
@@ -61,7 +60,7 @@ TEST(MetricsLog, TruncateAfterKeepsStepsUpToKAndDropsTornLine) {
 }
 
 TEST(MetricsLog, TruncateAfterOnlyTornLineLeavesWholeRecords) {
-  testing::ScratchDir dir;
+  testing::TempDir dir;
   dir.write("metrics.jsonl", "{\"step\": 1}\n{\"step\": 2}\n{\"ste");
   MetricsLog log(dir.path() / "metrics.jsonl", true);
   log.truncate_after(100);

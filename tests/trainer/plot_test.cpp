@@ -11,7 +11,6 @@
 #include <sstream>
 
 #include "tests/test_support.h"
-#include "tests/trainer/scratch_dir.h"
 
 namespace longtune::trainer {
 namespace {
@@ -51,7 +50,7 @@ void expect_non_empty(const fs::path& path) {
 
 TEST(Plot, WritesLossLrAndPerplexityCharts) {
   if (!have_gnuplot()) GTEST_SKIP() << "gnuplot is not installed (apt-get install gnuplot-nox)";
-  testing::ScratchDir dir;
+  testing::TempDir dir;
   dir.write("metrics.jsonl", synthetic_metrics(/*with_eval=*/true));
   const PlotOutput out = plot_run(dir.path());
   EXPECT_EQ(out.images.size(), 3u);
@@ -65,7 +64,7 @@ TEST(Plot, WritesLossLrAndPerplexityCharts) {
 
 TEST(Plot, WithoutEvalRecordsSkipsPerplexity) {
   if (!have_gnuplot()) GTEST_SKIP() << "gnuplot is not installed (apt-get install gnuplot-nox)";
-  testing::ScratchDir dir;
+  testing::TempDir dir;
   dir.write("metrics.jsonl", synthetic_metrics(/*with_eval=*/false));
   const PlotOutput out = plot_run(dir.path());
   EXPECT_EQ(out.images.size(), 2u);
@@ -77,7 +76,7 @@ TEST(Plot, WithoutEvalRecordsSkipsPerplexity) {
 }
 
 TEST(Plot, MissingMetricsIsAnErrorNamingTheFile) {
-  testing::ScratchDir dir;
+  testing::TempDir dir;
   testing::expect_error([&] { plot_run(dir.path()); }, {"metrics.jsonl", "not found"});
   dir.write("metrics.jsonl", "{\"kind\": \"other\", \"step\": 1}\n");
   testing::expect_error([&] { plot_run(dir.path()); }, {"metrics.jsonl", "no train or eval records"});

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GPU checks in one call, for any CUDA machine: scripts/gpu_check.sh OUT_DIR
+# Uses build/bundle (scripts/bundle_runtime.sh) when present, so a machine with a Python torch 2.11
+# but without our Debian libraries can run it; otherwise builds with scripts/build.sh. Runs the CUDA
+# unit tests, then trains configs/gpu_check.yaml in bf16 (with and without activation checkpointing)
+# and fp32, and writes logs and metrics under OUT_DIR; prints a summary table last.
+set -uo pipefail
+OUT="${1:?usage: $0 OUT_DIR}"
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+if [ -x build/bundle/bin/longtune ]; then
+  BIN=build/bundle/bin
+  TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+  export LD_LIBRARY_PATH="$PWD/build/bundle/lib:$TORCH_LIB:${LD_LIBRARY_PATH:-}"
+else
+  scripts/build.sh || exit 1
+  BIN=build/bin
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+echo "== unit tests (CUDA cases included)"
+for t in trainer_tests model_tests data_tests; do
+  "$BIN/$t" --gtest_brief=1 > "$OUT/$t.log" 2>&1; echo "$t exit $?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$t.log" | tr '\n' ' ')"
+done
+
+echo "== data for training"
+DATA=runs/gpu/tokens
+if [ ! -f "$DATA/manifest.json" ]; then
+  if [ -f runs/corpus_tokens/manifest.json ]; then mkdir -p runs/gpu && cp -r runs/corpus_tokens "$DATA"
+  else
+    scripts/make_corpus.sh runs/gpu/corpus "$BIN/longtune" >/dev/null &&
+      "$BIN/longtune" prepare-data --input runs/gpu/corpus --tokenizer runs/gpu/corpus/tokenizer.model --out "$DATA" --quiet
+  fi
+fi
+
+run() {  # name, extra --set arguments
+  local name=$1; shift
+  rm -rf "runs/gpu/$name"
+  timeout 240 "$BIN/longtune" train configs/gpu_check.yaml --set "train.run_dir=runs/gpu/$name" "$@" \
+    > "$OUT/$name.log" 2>&1
+  echo "$name exit $?"
+  cp "runs/gpu/$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
+}
+echo "== training"
+run bf16_mixed
+run bf16_mixed_ckpt model.activation_checkpointing=true
+run fp32 train.precision=fp32 model.dtype=float32
+run bf16_mixed_8k data.seq_len=8192 train.micro_batch=2 train.global_batch=8 model.activation_checkpointing=true train.steps=15
+
+echo "== summary (median over steps after the first 5)"
+python3 - "$OUT" <<'PY'
+import json, statistics, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+print(f"{'run':<18}{'tok/s':>10}{'MFU %':>8}{'peak GiB':>10}{'loss first':>12}{'loss last':>11}{'val ppl':>9}")
+for f in sorted(out.glob("*.metrics.jsonl")):
+    rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+    train = [r for r in rows if r["kind"] == "train"]
+    ev = [r for r in rows if r["kind"] == "eval"]
+    if not train: continue
+    steady = train[5:] or train
+    print(f"{f.name.split('.')[0]:<18}{statistics.median(r['tokens_per_s'] for r in steady):>10.0f}"
+          f"{100*statistics.median(r['mfu'] for r in steady):>8.1f}{max(r['peak_mem_bytes'] for r in train)/2**30:>10.2f}"
+          f"{train[0]['loss']:>12.4f}{train[-1]['loss']:>11.4f}{(ev[-1]['val_ppl'] if ev else float('nan')):>9.2f}")
+PY
