@@ -223,6 +223,11 @@ Trainer::Trainer(const JobConfig& config) : state_(std::make_unique<State>(confi
   at::manual_seed(train.seed);
   const ModelSource source = resolve_model_source(config.model.source);
   s.model_config = job_model_config(config.model, source, config.data.seq_len, vocabulary.vocab_size);
+  if (config.data.seq_len > s.model_config.max_position_embeddings)
+    LT_WARN("data.seq_len {} exceeds the model's window max_position_embeddings {} (rope {} x{}): training "
+            "extrapolates; for PI set model.rope_scaling.factor to seq_len / original window",
+            config.data.seq_len, s.model_config.max_position_embeddings,
+            model::to_string(s.model_config.rope_scaling.type), s.model_config.rope_scaling.factor);
   s.model = build_model(s.model_config, source, compute_dtype(train.precision));
   s.model->set_activation_checkpointing(config.model.activation_checkpointing);
   s.model->to(s.device);
