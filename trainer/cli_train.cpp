@@ -9,6 +9,7 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "trainer/cli.h"
+#include "trainer/dist_env.h"
 #include "trainer/hf_export.h"
 #include "trainer/job_config.h"
 #include "trainer/stop_signal.h"
@@ -32,7 +33,7 @@ void run_train(const TrainArgs& args) {
   log.file = (fs::path(config.train.run_dir) / "train.log").string();
   init_logging(log);
   LT_INFO("job {} -> run directory {}\n{}", args.job, config.train.run_dir, trainer::to_table(config));
-  trainer::Trainer trainer(config);
+  trainer::Trainer trainer(config, trainer::read_dist_env());
   const trainer::RunOutcome outcome = trainer.train();
   if (outcome == trainer::RunOutcome::kPreempted) throw ExitStatus(trainer::kExitPreempted);
   if (config.checkpoint.export_hf_at_end) {

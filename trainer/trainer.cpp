@@ -189,14 +189,16 @@ struct Trainer::State {
   }
 };
 
-Trainer::Trainer(const JobConfig& config) : state_(std::make_unique<State>(config)) {
+Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::make_unique<State>(config)) {
   State& s = *state_;
   const TrainSection& train = config.train;
+  LT_CHECK(!dist.distributed(), "WORLD_SIZE={} (from {}): this version trains in one process; sharding across "
+           "ranks is not available yet, so run `longtune train` without a launcher", dist.world_size, dist.source);
   LT_CHECK(!config.data.train.empty(), "data.train: a prepared-data directory is required for training "
            "(make one with `longtune prepare-data`)");
   if (train.cpu_threads > 0) at::set_num_threads(static_cast<int>(train.cpu_threads));
   if (train.deterministic) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-  s.device = pick_device();
+  s.device = pick_device(dist.local_rank);
   s.run_dir = train.run_dir;
   fs::create_directories(s.run_dir);
   write_file_atomic(s.run_dir / "config.resolved.yaml", to_yaml(config));

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "trainer/dist_env.h"
 #include "trainer/job_config.h"
 
 namespace longtune::trainer {
@@ -34,8 +35,10 @@ struct EvalResult {
 class Trainer {
  public:
   // Builds model, data, optimizer and run directory from a validated config, and resumes per
-  // checkpoint.resume. Throws longtune::Error on anything unusable.
-  explicit Trainer(const JobConfig& config);
+  // checkpoint.resume. `dist` says where this process sits (read once, by the caller); training is
+  // single-process until sharding lands, so a world size above 1 is refused rather than having
+  // every rank train the same model on the same data. Throws longtune::Error on anything unusable.
+  explicit Trainer(const JobConfig& config, const DistEnv& dist = DistEnv{});
   ~Trainer();
 
   // Trains until train.steps (kCompleted) or a stop signal (kPreempted, after saving).

@@ -249,3 +249,12 @@ def test_pi_fine_tune_from_checkpoint_records_scaling(tmp_path, longtune, data, 
     config = json.loads((run_dir / "hf" / "config.json").read_text())
     assert config["max_position_embeddings"] == 256
     assert config["rope_scaling"]["type"] == "linear" and config["rope_scaling"]["factor"] == 4.0
+
+
+def test_multi_process_launch_is_refused_until_sharding(tmp_path, longtune, data):
+    launcher = str(Path(longtune).with_name("longtune-run"))
+    job = job_file(tmp_path, data, tmp_path / "run")
+    result = subprocess.run([launcher, "--standalone", "--nproc-per-node", "2", "--stop-grace-period", "5",
+                             longtune, "train", str(job)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "WORLD_SIZE=2 (from torchrun)" in result.stdout + result.stderr
