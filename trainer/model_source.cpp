@@ -12,6 +12,7 @@
 #include "common/file_io.h"
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
+#include "trainer/checkpoint.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -25,15 +26,9 @@ constexpr const char* kModelConfigPart = "model_config.json";
 
 std::optional<fs::path> find_checkpoint_directory(const fs::path& path) {
   if (fs::is_regular_file(path / "COMPLETE")) return path;
-  const fs::path checkpoints = path / "checkpoints";
-  if (!fs::is_directory(checkpoints)) return std::nullopt;
-  std::optional<fs::path> newest;
-  for (const auto& entry : fs::directory_iterator(checkpoints)) {
-    const std::string name = entry.path().filename().string();
-    if (!name.starts_with("step_") || !fs::is_regular_file(entry.path() / "COMPLETE")) continue;
-    if (!newest || name > newest->filename().string()) newest = entry.path();
-  }
-  return newest;
+  const std::vector<fs::path> complete = CheckpointManager(path, /*keep_last=*/1).list_complete();
+  if (complete.empty()) return std::nullopt;
+  return complete.front();
 }
 
 ModelSource resolve_model_source(const std::string& source) {
