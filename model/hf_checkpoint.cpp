@@ -147,6 +147,40 @@ Llama load_hf_model(const std::string& dir, at::ScalarType dtype) {
   return load_hf_model(dir, load_hf_model_config(dir), dtype);
 }
 
+namespace {
+
+// Removes the weights of an earlier save so the directory holds one consistent set.
+void remove_stale_weights(const fs::path& dir) {
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("model") && (name.ends_with(".safetensors") || name.ends_with(".index.json")))
+      stale.push_back(entry.path());
+  }
+  for (const fs::path& path : stale) fs::remove(path);
+}
+
+void write_index(const fs::path& dir, const json& weight_map, int64_t total_bytes) {
+  json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
+  const fs::path tmp = dir / "model.safetensors.index.json.tmp";
+  std::ofstream(tmp) << index.dump(2) << "\n";
+  fsync_path(tmp);
+  fs::rename(tmp, dir / "model.safetensors.index.json");
+}
+
+void write_hf_config(const fs::path& dir, ModelConfig config, at::ScalarType dtype) {
+  config.torch_dtype = dtype_name(dtype);
+  const fs::path tmp = dir / "config.json.tmp";
+  std::ofstream(tmp) << model_config_to_hf_json(config).dump(2) << "\n";
+  fsync_path(tmp);
+  fs::rename(tmp, dir / "config.json");
+  json generation = {{"bos_token_id", config.bos_token_id}, {"eos_token_id", config.eos_token_id}};
+  std::ofstream(dir / "generation_config.json") << generation.dump(2) << "\n";
+  fsync_path(dir);
+}
+
+}  // namespace
+
 void save_hf_model(LlamaImpl& model, const std::string& dir_str, const HfSaveOptions& options) {
   const fs::path dir(dir_str);
   fs::create_directories(dir);
@@ -168,13 +202,7 @@ void save_hf_model(LlamaImpl& model, const std::string& dir_str, const HfSaveOpt
     total_bytes += bytes;
   }
   const std::map<std::string, std::string> metadata = {{"format", "pt"}};
-  // Remove stale weights of an earlier save so the directory holds one consistent set.
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    const std::string name = entry.path().filename().string();
-    if (name.starts_with("model") && (name.ends_with(".safetensors") || name.ends_with(".index.json"))) {
-      fs::remove(entry.path());
-    }
-  }
+  remove_stale_weights(dir);
   if (shards.size() == 1) {
     save_safetensors((dir / "model.safetensors").string(), shards[0], metadata);
   } else {
@@ -185,22 +213,33 @@ void save_hf_model(LlamaImpl& model, const std::string& dir_str, const HfSaveOpt
       save_safetensors((dir / file).string(), shards[i], metadata);
       for (const auto& [name, t] : shards[i]) weight_map[name] = file;
     }
-    json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-    const fs::path tmp = dir / "model.safetensors.index.json.tmp";
-    std::ofstream(tmp) << index.dump(2) << "\n";
-    fsync_path(tmp);
-    fs::rename(tmp, dir / "model.safetensors.index.json");
+    write_index(dir, weight_map, total_bytes);
   }
 
-  ModelConfig config = model.config();
-  config.torch_dtype = dtype_name(options.dtype);
-  const fs::path tmp = dir / "config.json.tmp";
-  std::ofstream(tmp) << model_config_to_hf_json(config).dump(2) << "\n";
-  fsync_path(tmp);
-  fs::rename(tmp, dir / "config.json");
-  json generation = {{"bos_token_id", config.bos_token_id}, {"eos_token_id", config.eos_token_id}};
-  std::ofstream(dir / "generation_config.json") << generation.dump(2) << "\n";
-  fsync_path(dir);
+  write_hf_config(dir, model.config(), options.dtype);
+}
+
+void save_hf_model_streamed(const ModelConfig& config, const std::string& dir_str, int64_t groups,
+                            const std::function<std::vector<std::pair<std::string, at::Tensor>>(int64_t)>& produce,
+                            const HfSaveOptions& options) {
+  const fs::path dir(dir_str);
+  fs::create_directories(dir);
+  remove_stale_weights(dir);
+  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  json weight_map = json::object();
+  int64_t total_bytes = 0;
+  for (int64_t k = 0; k < groups; ++k) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors = produce(k);
+    for (auto& [name, t] : tensors) {
+      t = t.detach().to(at::kCPU, options.dtype).contiguous();
+      total_bytes += t.numel() * t.element_size();
+    }
+    const std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", k + 1, groups);
+    save_safetensors((dir / file).string(), tensors, metadata);
+    for (const auto& [name, t] : tensors) weight_map[name] = file;
+  }
+  write_index(dir, weight_map, total_bytes);
+  write_hf_config(dir, config, options.dtype);
 }
 
 }  // namespace longtune::model

@@ -6,7 +6,10 @@
 
 #include <c10/core/ScalarType.h>
 
+#include <functional>
 #include <optional>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include "model/config.h"
@@ -31,6 +34,13 @@ struct HfSaveOptions {
 };
 // Writes config.json (with the model's rope scaling and max_position_embeddings) and safetensors.
 void save_hf_model(LlamaImpl& model, const std::string& dir, const HfSaveOptions& options = {});
+
+// Writes an HF directory from weights produced one group at a time: group k (of `groups`) becomes
+// model-0000k-of-0000n.safetensors, so a caller that consolidates shards never holds more than one
+// group. `produce(k)` returns the group's named tensors (converted to options.dtype here).
+void save_hf_model_streamed(const ModelConfig& config, const std::string& dir, int64_t groups,
+                            const std::function<std::vector<std::pair<std::string, at::Tensor>>(int64_t)>& produce,
+                            const HfSaveOptions& options = {});
 
 // "float32" | "bfloat16" | "float16" -> dtype; throws otherwise.
 at::ScalarType dtype_from_name(const std::string& name);

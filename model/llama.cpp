@@ -53,33 +53,49 @@ std::pair<at::Tensor, at::Tensor> LlamaImpl::cos_sin(int64_t start, int64_t leng
   return rope_cos_sin(freqs, positions, like.scalar_type());
 }
 
-at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens) {
+int64_t LlamaImpl::unit_of(const std::string& name) const {
+  if (name.starts_with("model.embed_tokens.")) return 0;
+  if (name.starts_with("model.norm.") || name.starts_with("lm_head.")) return config_.num_hidden_layers + 1;
+  const std::string prefix = "model.layers.";
+  if (name.starts_with(prefix)) {
+    const size_t end = name.find('.', prefix.size());
+    if (end != std::string::npos) {
+      const int64_t layer = std::stoll(name.substr(prefix.size(), end - prefix.size()));
+      if (layer >= 0 && layer < config_.num_hidden_layers) return layer + 1;
+    }
+  }
+  LT_FAIL("Llama: '{}' is not a parameter of this model", name);
+}
+
+at::Tensor LlamaImpl::run(const at::Tensor& tokens, KVCache* cache) {
   LT_CHECK(tokens.dim() == 2, "Llama::forward: tokens must be (B, T), got {} dims", tokens.dim());
-  at::Tensor h = model->embed_tokens->forward(tokens);  // (B, T, d)
-  auto [cos, sin] = cos_sin(0, tokens.size(1), h);      // (T, head_dim) each
-  const bool checkpoint = activation_checkpointing_ && is_training() && at::GradMode::is_enabled();
+  const int64_t start = cache != nullptr ? cache->length : 0;
+  if (cache != nullptr && cache->layers.empty()) cache->layers.resize(config_.num_hidden_layers);
+  before(0);
+  at::Tensor h = after(0, model->embed_tokens->forward(tokens));  // (B, T, d)
+  auto [cos, sin] = cos_sin(start, tokens.size(1), h);             // (T, head_dim) each
+  const bool checkpoint =
+      cache == nullptr && activation_checkpointing_ && is_training() && at::GradMode::is_enabled();
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     BlockImpl& layer = block(i);
-    h = checkpoint && h.requires_grad() ? checkpointed_block_forward(layer, h, cos, sin) : layer.forward(h, cos, sin);
+    before(i + 1);
+    if (checkpoint && h.requires_grad())
+      h = checkpointed_block_forward(layer, h, cos, sin);
+    else
+      h = layer.forward(h, cos, sin, cache != nullptr ? &cache->layers[i] : nullptr);
+    h = after(i + 1, h);
   }
-  return model->norm->forward(h);
+  const int64_t head_unit = config_.num_hidden_layers + 1;
+  before(head_unit);
+  h = model->norm->forward(h);
+  // Tied: the embedding matrix is the head.
+  at::Tensor logits = lm_head ? lm_head->forward(h) : at::linear(h, model->embed_tokens->weight);  // (B, T, vocab)
+  if (cache != nullptr) cache->length += tokens.size(1);
+  return after(head_unit, logits);
 }
 
-at::Tensor LlamaImpl::logits(const at::Tensor& hidden) {
-  if (lm_head) return lm_head->forward(hidden);
-  return at::linear(hidden, model->embed_tokens->weight);  // tied: the embedding matrix is the head
-}
+at::Tensor LlamaImpl::forward(const at::Tensor& tokens) { return run(tokens, nullptr); }
 
-at::Tensor LlamaImpl::forward(const at::Tensor& tokens) { return logits(hidden_states(tokens)); }
-
-at::Tensor LlamaImpl::forward_cached(const at::Tensor& tokens, KVCache& cache) {
-  LT_CHECK(tokens.dim() == 2, "Llama::forward_cached: tokens must be (B, T), got {} dims", tokens.dim());
-  if (cache.layers.empty()) cache.layers.resize(config_.num_hidden_layers);
-  at::Tensor h = model->embed_tokens->forward(tokens);
-  auto [cos, sin] = cos_sin(cache.length, tokens.size(1), h);
-  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) h = block(i).forward(h, cos, sin, &cache.layers[i]);
-  cache.length += tokens.size(1);
-  return logits(model->norm->forward(h));
-}
+at::Tensor LlamaImpl::forward_cached(const at::Tensor& tokens, KVCache& cache) { return run(tokens, &cache); }
 
 }  // namespace longtune::model

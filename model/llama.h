@@ -10,6 +10,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <string>
 #include <vector>
 
 #include "model/block.h"
@@ -22,6 +23,18 @@ namespace longtune::model {
 struct KVCache {
   std::vector<LayerKVCache> layers;
   int64_t length = 0;  // positions already cached
+};
+
+// Observer of the forward pass one "unit" of parameters at a time: unit 0 is the token embedding,
+// units 1..num_layers the decoder layers, unit num_layers + 1 the final norm and the head. A
+// trainer uses it to materialize parameters just in time (sharding) from outside the model; the
+// model only calls it and knows nothing of what it does.
+class UnitHooks {
+ public:
+  virtual ~UnitHooks() = default;
+  virtual void before_unit(int64_t unit) = 0;
+  // Returns the unit's output (the same tensor, possibly with backward hooks attached).
+  virtual at::Tensor after_unit(int64_t unit, const at::Tensor& output) = 0;
 };
 
 // HF's LlamaModel: embeddings, layers and the final norm (the "model." prefix).
@@ -40,12 +53,8 @@ class LlamaImpl : public torch::nn::Module {
 
   // tokens (B, T) int64 -> logits (B, T, vocab) in the parameter dtype.
   at::Tensor forward(const at::Tensor& tokens);
-  // tokens (B, T) -> final hidden states (B, T, d) after the last norm.
-  at::Tensor hidden_states(const at::Tensor& tokens);
   // Incremental decoding: tokens (B, T_new) continue the cached positions; returns (B, T_new, vocab).
   at::Tensor forward_cached(const at::Tensor& tokens, KVCache& cache);
-  // hidden (B, T, d) -> logits (B, T, vocab).
-  at::Tensor logits(const at::Tensor& hidden);
 
   // Recompute each layer in backward instead of keeping its activations (training only).
   void set_activation_checkpointing(bool enabled) { activation_checkpointing_ = enabled; }
@@ -60,14 +69,29 @@ class LlamaImpl : public torch::nn::Module {
   int64_t num_layers() const { return config_.num_hidden_layers; }
   BlockImpl& block(int64_t i);
 
+  // Units of parameters (see UnitHooks): how many there are and which one a parameter, named as
+  // in named_parameters(), belongs to. With tied embeddings the head reuses unit 0's matrix.
+  int64_t num_units() const { return config_.num_hidden_layers + 2; }
+  int64_t unit_of(const std::string& parameter_name) const;
+  // Not owned; nullptr removes. Called around every unit in forward() and forward_cached().
+  void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
+
   Decoder model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
 
  private:
   std::pair<at::Tensor, at::Tensor> cos_sin(int64_t start, int64_t length, const at::Tensor& like) const;
+  at::Tensor run(const at::Tensor& tokens, KVCache* cache);
+  void before(int64_t unit) {
+    if (hooks_ != nullptr) hooks_->before_unit(unit);
+  }
+  at::Tensor after(int64_t unit, at::Tensor output) {
+    return hooks_ != nullptr ? hooks_->after_unit(unit, output) : output;
+  }
 
   ModelConfig config_;
   bool activation_checkpointing_ = false;
+  UnitHooks* hooks_ = nullptr;
 };
 TORCH_MODULE(Llama);
 

@@ -17,6 +17,7 @@
 #include "common/file_io.h"
 #include "common/log.h"
 #include "model/safetensors.h"
+#include "trainer/process_group.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -243,24 +244,30 @@ CheckpointManager::CheckpointManager(fs::path run_dir, int64_t keep_last)
   LT_CHECK(keep_last_ >= 1, "checkpoint: keep_last must be >= 1, got {}", keep_last_);
 }
 
-fs::path CheckpointManager::save(int64_t step,
-                                 const std::map<std::string, const Stateful*>& parts) {
+fs::path CheckpointManager::save(int64_t step, const std::map<std::string, const Stateful*>& parts,
+                                 ProcessGroup* group) {
   LT_CHECK(step >= 0, "checkpoint: step must be >= 0, got {}", step);
+  const bool leader = group == nullptr || group->rank() == 0;
+  const std::string call = fmt::format("checkpoint/{}/{}", step, collective_calls_++);
   std::error_code error;
-  if (!fs::is_directory(checkpoints_dir_, error)) {
-    fs::create_directories(checkpoints_dir_, error);
-    LT_CHECK(!error, "checkpoint: cannot create {}: {}", checkpoints_dir_.string(),
-             error.message());
-    const fs::path run_dir = checkpoints_dir_.parent_path();
-    fsync_directory(run_dir.empty() ? fs::path(".") : run_dir);
-  }
   const std::string name = step_dir_name(step);
   const fs::path final_dir = checkpoints_dir_ / name;
-  const fs::path temp_dir =
-      checkpoints_dir_ / fmt::format("{}{}-{}", kTempPrefix, name, ::getpid());
-  remove_tree(temp_dir);  // a leftover of an earlier failed save by a process with our pid
-  LT_CHECK(fs::create_directory(temp_dir, error) && !error, "checkpoint: cannot create {}: {}",
-           temp_dir.string(), error.message());
+  // Every rank must write into the same temporary directory: rank 0 names it.
+  std::string temp_name = fmt::format("{}{}-{}", kTempPrefix, name, ::getpid());
+  if (group != nullptr) temp_name = group->all_gather_strings(call + "/temp", temp_name).front();
+  const fs::path temp_dir = checkpoints_dir_ / temp_name;
+  if (leader) {
+    if (!fs::is_directory(checkpoints_dir_, error)) {
+      fs::create_directories(checkpoints_dir_, error);
+      LT_CHECK(!error, "checkpoint: cannot create {}: {}", checkpoints_dir_.string(), error.message());
+      const fs::path run_dir = checkpoints_dir_.parent_path();
+      fsync_directory(run_dir.empty() ? fs::path(".") : run_dir);
+    }
+    remove_tree(temp_dir);  // a leftover of an earlier failed save by a process with our pid
+    LT_CHECK(fs::create_directory(temp_dir, error) && !error, "checkpoint: cannot create {}: {}",
+             temp_dir.string(), error.message());
+  }
+  if (group != nullptr) group->barrier();
 
   try {
     CheckpointWriter writer(temp_dir);
@@ -277,18 +284,34 @@ fs::path CheckpointManager::save(int64_t step,
       LT_CHECK(!error, "checkpoint: cannot stat {}: {}", path.string(), error.message());
       listed.push_back({file_name, bytes, sha256_file(path)});
     }
-    write_file_atomic(temp_dir / kCompleteFile, complete_marker_json(step, listed));
-    fsync_directory(temp_dir);
-    // Replacing a step directory (say a damaged one): move it aside first, since rename() does not
-    // replace a non-empty directory.
-    if (fs::exists(fs::symlink_status(final_dir, error))) discard_directory(final_dir);
-    rename_or_throw(temp_dir, final_dir);
-    fsync_directory(checkpoints_dir_);
+    if (group != nullptr) {
+      // Rank 0 lists every rank's files; gathering the listings is also the "all ranks wrote" barrier.
+      nlohmann::json mine = nlohmann::json::array();
+      for (const ListedFile& file : listed) mine.push_back({file.name, file.bytes, file.sha256});
+      const std::vector<std::string> all = group->all_gather_strings(call + "/files", mine.dump());
+      if (leader) {
+        listed.clear();
+        for (const std::string& text : all)
+          for (const auto& file : nlohmann::json::parse(text))
+            listed.push_back({file.at(0).get<std::string>(), file.at(1).get<uint64_t>(), file.at(2).get<std::string>()});
+      }
+    }
+    if (leader) {
+      write_file_atomic(temp_dir / kCompleteFile, complete_marker_json(step, listed));
+      fsync_directory(temp_dir);
+      // Replacing a step directory (say a damaged one): move it aside first, since rename() does
+      // not replace a non-empty directory.
+      if (fs::exists(fs::symlink_status(final_dir, error))) discard_directory(final_dir);
+      rename_or_throw(temp_dir, final_dir);
+      fsync_directory(checkpoints_dir_);
+    }
   } catch (...) {
-    remove_tree(temp_dir);
+    if (leader) remove_tree(temp_dir);
     throw;
   }
-  prune(final_dir);
+  if (leader) prune(final_dir);
+  // Nobody goes on (and possibly saves or resumes again) before the checkpoint is in place.
+  if (group != nullptr) group->barrier();
   return final_dir;
 }
 
@@ -414,6 +437,23 @@ std::optional<fs::path> CheckpointManager::find_resume(const std::string& resume
   LT_CHECK(verify(directory, &why), "checkpoint: resume checkpoint {} is damaged: {}",
            directory.string(), why);
   return directory;
+}
+
+std::optional<fs::path> CheckpointManager::find_resume(const std::string& resume, ProcessGroup& group) const {
+  const std::string call = fmt::format("checkpoint/resume/{}", collective_calls_);
+  std::string choice, failure;
+  if (group.rank() == 0) {
+    try {
+      const std::optional<fs::path> found = find_resume(resume);
+      choice = found ? "path:" + found->string() : "none:";
+    } catch (const Error& e) {
+      choice = std::string("error:") + e.what();
+    }
+  }
+  const std::string decided = group.all_gather_strings(call, choice).front();
+  LT_CHECK(!starts_with(decided, "error:"), "{}", decided.substr(6));
+  if (starts_with(decided, "none:")) return std::nullopt;
+  return fs::path(decided.substr(5));
 }
 
 void CheckpointManager::load(const fs::path& directory,

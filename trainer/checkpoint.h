@@ -25,6 +25,8 @@ class SafetensorsFile;
 
 namespace longtune::trainer {
 
+class ProcessGroup;
+
 // Collects the files of one checkpoint while parts save themselves.
 class CheckpointWriter {
  public:
@@ -78,8 +80,12 @@ class CheckpointManager {
 
   // Saves every part atomically as step `step` (replacing an existing step directory of that
   // number), then deletes complete checkpoints beyond keep_last and stale temporaries. Returns
-  // the final directory.
-  std::filesystem::path save(int64_t step, const std::map<std::string, const Stateful*>& parts);
+  // the final directory. With a process group every rank calls it with its own parts (file names
+  // must differ between ranks): rank 0 makes the temporary directory, every rank writes and hashes
+  // its files, and only after all have finished does rank 0 write COMPLETE and rename; the run
+  // directory must be on a file system every rank shares.
+  std::filesystem::path save(int64_t step, const std::map<std::string, const Stateful*>& parts,
+                             ProcessGroup* group = nullptr);
 
   // Complete checkpoints (those with a COMPLETE marker), newest first. Checksums not verified.
   std::vector<std::filesystem::path> list_complete() const;
@@ -92,6 +98,8 @@ class CheckpointManager {
   // discard the run); otherwise a path to a checkpoint directory (a bare "step_NNNNNNNN" also
   // names one in checkpoints_dir()), which must be complete and verify (else longtune::Error).
   std::optional<std::filesystem::path> find_resume(const std::string& resume) const;
+  // The same decision taken once by rank 0 (which verifies) and shared with every rank.
+  std::optional<std::filesystem::path> find_resume(const std::string& resume, ProcessGroup& group) const;
   // Loads every part from `directory`; a part the checkpoint lacks is an error naming it. Does not
   // re-verify checksums (find_resume did).
   static void load(const std::filesystem::path& directory, const std::map<std::string, Stateful*>& parts);
@@ -105,6 +113,7 @@ class CheckpointManager {
   void prune(const std::filesystem::path& just_written) const;
   std::filesystem::path checkpoints_dir_;
   int64_t keep_last_;
+  int64_t collective_calls_ = 0;  // makes each call's store keys unique
 };
 
 }  // namespace longtune::trainer

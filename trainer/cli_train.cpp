@@ -28,14 +28,19 @@ void run_train(const TrainArgs& args) {
   namespace fs = std::filesystem;
   const trainer::JobConfig config = trainer::load_job_config(args.job, args.overrides);
   fs::create_directories(config.train.run_dir);
+  const trainer::DistEnv dist = trainer::read_dist_env();
   LogOptions log;
+  log.rank = dist.rank;
   log.level = args.log_level;
-  log.file = (fs::path(config.train.run_dir) / "train.log").string();
+  log.file = (fs::path(config.train.run_dir) /
+              (dist.rank == 0 ? std::string("train.log") : fmt::format("train.rank{:05d}.log", dist.rank)))
+                 .string();
   init_logging(log);
   LT_INFO("job {} -> run directory {}\n{}", args.job, config.train.run_dir, trainer::to_table(config));
-  trainer::Trainer trainer(config, trainer::read_dist_env());
+  trainer::Trainer trainer(config, dist);
   const trainer::RunOutcome outcome = trainer.train();
   if (outcome == trainer::RunOutcome::kPreempted) throw ExitStatus(trainer::kExitPreempted);
+  if (dist.rank != 0) return;  // the final checkpoint is complete on disk; one rank exports it
   if (config.checkpoint.export_hf_at_end) {
     trainer::HfExportOptions options;
     trainer::export_checkpoint_to_hf(config.train.run_dir, fs::path(config.train.run_dir) / "hf", options);

@@ -62,6 +62,8 @@ DistEnv read_dist_env(const EnvLookup& lookup) {
              contract);
     env.master_addr = *addr;
     env.master_port = parse_int(lookup, "MASTER_PORT", contract);
+    env.agent_hosts_store = lookup("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
+    if (lookup("TORCHELASTIC_RESTART_COUNT")) env.restart_count = parse_int(lookup, "TORCHELASTIC_RESTART_COUNT", contract);
   } else if (lookup("SLURM_PROCID")) {
     env.source = "slurm";
     env.rank = parse_int(lookup, "SLURM_PROCID", "SLURM");
@@ -75,6 +77,7 @@ DistEnv read_dist_env(const EnvLookup& lookup) {
     env.master_addr = *addr;
     if (lookup("MASTER_PORT")) env.master_port = parse_int(lookup, "MASTER_PORT", "SLURM");
   }
+  env.gloo_interface = lookup("GLOO_SOCKET_IFNAME").value_or("");
   LT_CHECK(env.world_size >= 1, "WORLD_SIZE must be >= 1, got {}", env.world_size);
   LT_CHECK(env.rank < env.world_size, "RANK {} is not below WORLD_SIZE {}", env.rank, env.world_size);
   LT_CHECK(env.local_world_size >= 1 && env.local_world_size <= env.world_size,

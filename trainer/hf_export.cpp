@@ -6,7 +6,9 @@
 #include "common/log.h"
 #include "model/hf_checkpoint.h"
 #include "trainer/checkpoint.h"
+#include "trainer/flat_layout.h"
 #include "trainer/model_source.h"
+#include "trainer/sharded_checkpoint.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -21,11 +23,29 @@ fs::path export_checkpoint_to_hf(const fs::path& checkpoint, const fs::path& out
   source.kind = ModelSource::Kind::kCheckpoint;
   source.directory = *step_dir;
   const model::ModelConfig config = job_model_config(ModelSection{}, source, 0, 0);
-  model::Llama llama = build_model(config, source, at::kFloat);
   model::HfSaveOptions save;
   save.dtype = model::dtype_from_name(options.dtype);
   save.max_shard_bytes = static_cast<int64_t>(options.max_shard_gb * 1e9);
-  model::save_hf_model(*llama, out.string(), save);
+  const CheckpointReader reader(*step_dir);
+  if (reader.has_part("sharding")) {
+    // Consolidate one unit at a time from however many ranks' shards hold it: one file per unit.
+    int saved_world = 0;
+    std::vector<FlatUnit> layout =
+        layout_from_json(reader.json("sharding"), (*step_dir / "sharding.json").string(), &saved_world);
+    const CheckpointTensors saved(reader, layout);
+    model::save_hf_model_streamed(config, out.string(), static_cast<int64_t>(layout.size()), [&](int64_t u) {
+      const FlatUnit& unit = layout[static_cast<size_t>(u)];
+      const at::Tensor flat = saved.flat_range("model", static_cast<size_t>(u), 0, unit.numel);  // (numel,)
+      std::vector<std::pair<std::string, at::Tensor>> tensors;
+      for (const FlatParam& p : unit.params)
+        tensors.emplace_back(p.name, flat.narrow(0, p.offset, p.numel).view(p.shape));
+      return tensors;
+    }, save);
+    LT_INFO("consolidated {} units from the shards of {} ranks", layout.size(), saved_world);
+  } else {
+    model::Llama llama = build_model(config, source, at::kFloat);
+    model::save_hf_model(*llama, out.string(), save);
+  }
   if (fs::is_regular_file(*step_dir / "tokenizer.model"))
     fs::copy_file(*step_dir / "tokenizer.model", out / "tokenizer.model", fs::copy_options::overwrite_existing);
   else

@@ -13,6 +13,8 @@
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
 #include "trainer/checkpoint.h"
+#include "trainer/flat_layout.h"
+#include "trainer/sharded_checkpoint.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -20,7 +22,6 @@ namespace fs = std::filesystem;
 namespace {
 constexpr const char* kPresetPrefix = "preset:";
 // Names inside our checkpoints (trainer/trainer.cpp writes them).
-constexpr const char* kModelPart = "model.safetensors";
 constexpr const char* kModelConfigPart = "model_config.json";
 }  // namespace
 
@@ -95,13 +96,14 @@ model::Llama build_model(const model::ModelConfig& config, const ModelSource& so
       model::load_hf_weights(*llama, source.directory.string());
       break;
     case ModelSource::Kind::kCheckpoint: {
-      const model::SafetensorsFile file((source.directory / kModelPart).string());
+      // Whole or sharded (any world size): the checkpoint's masters, one parameter at a time.
+      const CheckpointReader reader(source.directory);
+      const CheckpointTensors saved(reader, flat_units(*llama));
       torch::NoGradGuard no_grad;
       for (const auto& item : llama->named_parameters()) {
-        LT_CHECK(file.contains(item.key()), "{}: has no tensor {}", file.path(), item.key());
-        const at::Tensor value = file.tensor(item.key());
+        const at::Tensor value = saved.whole("model", item.key());
         LT_CHECK(value.sizes() == item.value().sizes(), "{}: tensor {} has shape {}, the model needs {}",
-                 file.path(), item.key(), fmt::format("{}", fmt::join(value.sizes(), "x")),
+                 source.directory.string(), item.key(), fmt::format("{}", fmt::join(value.sizes(), "x")),
                  fmt::format("{}", fmt::join(item.value().sizes(), "x")));
         item.value().copy_(value);
       }

@@ -5,6 +5,7 @@
 #include <torch/autograd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,9 @@
 #include "model/loss.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device.h"
+#include "trainer/fsdp.h"
+#include "trainer/process_group.h"
+#include "trainer/sharded_checkpoint.h"
 #include "trainer/metrics.h"
 #include "trainer/model_source.h"
 #include "trainer/optimizer.h"
@@ -41,35 +45,28 @@ std::string number(double value) {
 
 // ---- the stateful parts of a checkpoint ----
 
-class ModelPart final : public Stateful {
+// Masters and optimizer state (each rank its share), plus, from rank 0, the model's HF config and
+// the tokenizer, so a checkpoint is a self-contained model source.
+class ParametersPart final : public Stateful {
  public:
-  ModelPart(TrainingParameters& params, const model::ModelConfig& config, std::string tokenizer_path)
-      : params_(params), config_(config), tokenizer_path_(std::move(tokenizer_path)) {}
+  ParametersPart(TrainingParameters& params, AdamW& optimizer, const model::ModelConfig& config,
+                 std::string tokenizer_path, bool leader)
+      : params_(params), optimizer_(optimizer), config_(config), tokenizer_path_(std::move(tokenizer_path)),
+        leader_(leader) {}
   void save(CheckpointWriter& writer) const override {
-    writer.put_tensors("model", params_.full_state());
+    params_.save_state(writer, optimizer_);
+    if (!leader_) return;
     writer.put_json("model_config", model::model_config_to_hf_json(config_).dump(2));
     if (!tokenizer_path_.empty()) writer.put_file("tokenizer.model", read_file(tokenizer_path_));
   }
-  void load(const CheckpointReader& reader) override {
-    params_.load_full_state([&](const std::string& name) { return reader.tensor("model", name); });
-  }
+  void load(const CheckpointReader& reader) override { params_.load_state(reader, optimizer_); }
 
  private:
   TrainingParameters& params_;
+  AdamW& optimizer_;
   const model::ModelConfig& config_;
   std::string tokenizer_path_;
-};
-
-class OptimizerPart final : public Stateful {
- public:
-  explicit OptimizerPart(AdamW& optimizer) : optimizer_(optimizer) {}
-  void save(CheckpointWriter& writer) const override { writer.put_tensors("optimizer", optimizer_.state()); }
-  void load(const CheckpointReader& reader) override {
-    optimizer_.load_state([&](const std::string& name) { return reader.tensor("optimizer", name); });
-  }
-
- private:
-  AdamW& optimizer_;
+  bool leader_;
 };
 
 class ReaderPart final : public Stateful {
@@ -84,20 +81,28 @@ class ReaderPart final : public Stateful {
   data::PackedSequenceReader& reader_;
 };
 
+// Generator states, one file per rank ("rng" alone for a single process). A rank with no saved
+// state of its own (resuming under more ranks) keeps its fresh generators.
 class RngPart final : public Stateful {
  public:
-  explicit RngPart(const c10::Device& device) : device_(device) {}
+  RngPart(const c10::Device& device, int rank, bool distributed)
+      : device_(device), part_(distributed ? rank_part("rng", rank) : "rng") {}
   void save(CheckpointWriter& writer) const override {
     std::vector<std::pair<std::string, at::Tensor>> states = {{"cpu", generator_state(c10::Device(c10::kCPU))}};
     if (device_.is_cuda()) states.emplace_back("cuda", generator_state(device_));
-    writer.put_tensors("rng", states);
+    writer.put_tensors(part_, states);
   }
   void load(const CheckpointReader& reader) override {
-    set_generator_state(c10::Device(c10::kCPU), reader.tensor("rng", "cpu"));
+    if (!reader.has_part(part_)) {
+      LT_WARN("{}: no generator state for {} (saved with another world size); generators start fresh",
+              reader.directory().string(), part_);
+      return;
+    }
+    set_generator_state(c10::Device(c10::kCPU), reader.tensor(part_, "cpu"));
     if (device_.is_cuda()) {
-      const auto names = reader.tensor_names("rng");
+      const auto names = reader.tensor_names(part_);
       if (std::find(names.begin(), names.end(), "cuda") != names.end())
-        set_generator_state(device_, reader.tensor("rng", "cuda"));
+        set_generator_state(device_, reader.tensor(part_, "cuda"));
       else
         LT_WARN("{}: no CUDA generator state (saved on CPU); the CUDA RNG starts fresh",
                 reader.directory().string());
@@ -106,6 +111,7 @@ class RngPart final : public Stateful {
 
  private:
   c10::Device device_;
+  std::string part_;
 };
 
 struct Counters {
@@ -155,6 +161,8 @@ class ConfigPart final : public Stateful {
 
 struct Trainer::State {
   const JobConfig& config;
+  DistEnv dist;
+  std::unique_ptr<ProcessGroup> group;  // null for a single process
   c10::Device device{c10::kCPU};
   fs::path run_dir;
   std::unique_ptr<data::PreparedSplit> train_data, validation_data;
@@ -174,26 +182,34 @@ struct Trainer::State {
 
   explicit State(const JobConfig& c) : config(c) {}
 
-  std::map<std::string, const Stateful*> parts_for_save(std::vector<std::unique_ptr<Stateful>>& owned) {
+  bool leader() const { return dist.rank == 0; }
+
+  // What this rank saves: its share of the parameters and its generators; rank 0 also the state
+  // every rank holds identically (data position, counters, config).
+  std::map<std::string, const Stateful*> parts_for_save(std::vector<std::unique_ptr<Stateful>>& owned, bool load) {
     owned.clear();
-    owned.push_back(std::make_unique<ModelPart>(*params, model_config, tokenizer_path));
-    owned.push_back(std::make_unique<OptimizerPart>(*optimizer));
-    owned.push_back(std::make_unique<ReaderPart>(*train_reader));
-    owned.push_back(std::make_unique<RngPart>(device));
-    owned.push_back(std::make_unique<CountersPart>(counters));
-    owned.push_back(std::make_unique<ConfigPart>(config));
-    const char* names[] = {"model", "optimizer", "data", "rng", "trainer", "config"};
     std::map<std::string, const Stateful*> parts;
-    for (size_t i = 0; i < owned.size(); ++i) parts[names[i]] = owned[i].get();
+    auto add = [&](const char* name, std::unique_ptr<Stateful> part) {
+      parts[name] = part.get();
+      owned.push_back(std::move(part));
+    };
+    add("parameters", std::make_unique<ParametersPart>(*params, *optimizer, model_config, tokenizer_path, leader()));
+    add("rng", std::make_unique<RngPart>(device, dist.rank, dist.distributed()));
+    if (leader() || load) {
+      add("data", std::make_unique<ReaderPart>(*train_reader));
+      add("trainer", std::make_unique<CountersPart>(counters));
+      add("config", std::make_unique<ConfigPart>(config));
+    }
     return parts;
   }
+
+  double sum_over_ranks(double value) const { return group ? all_reduce_sum(*group, value, device) : value; }
 };
 
 Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::make_unique<State>(config)) {
   State& s = *state_;
+  s.dist = dist;
   const TrainSection& train = config.train;
-  LT_CHECK(!dist.distributed(), "WORLD_SIZE={} (from {}): this version trains in one process; sharding across "
-           "ranks is not available yet, so run `longtune train` without a launcher", dist.world_size, dist.source);
   LT_CHECK(!config.data.train.empty(), "data.train: a prepared-data directory is required for training "
            "(make one with `longtune prepare-data`)");
   if (train.cpu_threads > 0) at::set_num_threads(static_cast<int>(train.cpu_threads));
@@ -201,7 +217,10 @@ Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::mak
   s.device = pick_device(dist.local_rank);
   s.run_dir = train.run_dir;
   fs::create_directories(s.run_dir);
-  write_file_atomic(s.run_dir / "config.resolved.yaml", to_yaml(config));
+  if (s.leader()) write_file_atomic(s.run_dir / "config.resolved.yaml", to_yaml(config));
+  if (dist.distributed())
+    s.group = ProcessGroup::create(dist, s.device, config.parallel.backend,
+                                   std::chrono::seconds(config.parallel.collective_timeout_s));
 
   // Data: the tokenizer the job names (if any) must be the one the data was prepared with.
   std::string tokenizer_sha;
@@ -234,12 +253,16 @@ Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::mak
   s.model->set_activation_checkpointing(config.model.activation_checkpointing);
   s.model->to(s.device);
   s.model->train();
-  s.params = std::make_unique<LocalParameters>(*s.model, train.precision);
+  if (s.group)
+    s.params = std::make_unique<ShardedParameters>(*s.model, train.precision, config.parallel.sharding, *s.group,
+                                                   /*prefetch=*/s.device.is_cuda());
+  else
+    s.params = std::make_unique<LocalParameters>(*s.model, train.precision);
   s.optimizer = std::make_unique<AdamW>(s.params->master(), config.optim);
-  s.grad_accum_steps = train.grad_accum_steps(/*world_size=*/1);
+  s.grad_accum_steps = train.grad_accum_steps(dist.world_size);
 
   s.checkpoints = std::make_unique<CheckpointManager>(s.run_dir, config.checkpoint.keep_last);
-  s.metrics = std::make_unique<MetricsLog>(s.run_dir / "metrics.jsonl", /*enabled=*/true);
+  s.metrics = std::make_unique<MetricsLog>(s.run_dir / "metrics.jsonl", /*enabled=*/s.leader());
   s.flops_per_token = training_flops_per_token(s.model_config, config.data.seq_len);
   s.peak_flops = train.peak_flops > 0 ? train.peak_flops
                                       : default_peak_flops(s.device.is_cuda() ? device_name(s.device) : "",
@@ -251,20 +274,26 @@ Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::mak
           s.model_config.max_position_embeddings, model::to_string(s.model_config.rope_scaling.type),
           s.model_config.rope_scaling.factor);
   LT_INFO("data: {} train documents, {} tokens -> {} sequences of {}+1 per epoch; device {}; "
-          "global batch {} = {} micro x {} accumulation",
+          "global batch {} = {} micro x {} accumulation x {} ranks",
           s.train_data->num_documents(), s.train_data->total_tokens(), s.train_reader->samples_per_epoch(),
-          config.data.seq_len, device_name(s.device), train.global_batch, train.micro_batch, s.grad_accum_steps);
+          config.data.seq_len, device_name(s.device), train.global_batch, train.micro_batch, s.grad_accum_steps,
+          dist.world_size);
+  if (s.group)
+    LT_INFO("sharding: {} over {} ranks ({}), {} units", to_string(config.parallel.sharding), dist.world_size,
+            s.group->backend_name(), s.model->num_units());
 
-  if (const auto resume = s.checkpoints->find_resume(config.checkpoint.resume)) {
+  const auto resume = s.group ? s.checkpoints->find_resume(config.checkpoint.resume, *s.group)
+                              : s.checkpoints->find_resume(config.checkpoint.resume);
+  if (resume) {
     std::vector<std::unique_ptr<Stateful>> owned;
-    auto saved = s.parts_for_save(owned);
+    auto saved = s.parts_for_save(owned, /*load=*/true);
     std::map<std::string, Stateful*> parts;
     for (auto& [name, part] : saved) parts[name] = const_cast<Stateful*>(part);
     CheckpointManager::load(*resume, parts);
     s.last_saved_step = s.counters.step;
     LT_INFO("resumed from {} at step {}", resume->string(), s.counters.step);
   }
-  s.metrics->truncate_after(s.counters.step);
+  if (s.leader()) s.metrics->truncate_after(s.counters.step);
 }
 
 Trainer::~Trainer() = default;
@@ -285,7 +314,9 @@ StepResult Trainer::train_step() {
   s.params->zero_grad();
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   for (int64_t micro = 0; micro < s.grad_accum_steps; ++micro) {
-    const auto ids = data::PackedSequenceReader::micro_batch_ids(batch, /*rank=*/0, /*world=*/1, micro_batch, micro);
+    s.params->begin_micro_batch(micro + 1 == s.grad_accum_steps);
+    const auto ids = data::PackedSequenceReader::micro_batch_ids(batch, s.dist.rank, s.dist.world_size, micro_batch,
+                                                                 micro);
     std::vector<int64_t> tokens = s.train_reader->read_samples(ids);
     at::Tensor sequences = at::from_blob(tokens.data(), {static_cast<int64_t>(ids.size()), seq_len + 1}, at::kLong)
                                .to(s.device);  // (B, T+1)
@@ -304,7 +335,7 @@ StepResult Trainer::train_step() {
   std::vector<at::Tensor> grads;
   for (const auto& [name, param] : s.params->master())
     if (param.grad().defined()) grads.push_back(param.grad());
-  result.loss = loss_sum.item<double>() / global_tokens;
+  result.loss = s.sum_over_ranks(loss_sum.item<double>()) / global_tokens;
   result.grad_norm = clip_grad_norm(grads, config.optim.grad_clip, s.params->grad_norm_reduction());
 
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
@@ -340,17 +371,31 @@ EvalResult Trainer::evaluate() {
   const uint64_t wanted = std::min<uint64_t>(available, s.config.train.eval_batches * micro_batch);
   torch::NoGradGuard no_grad;
   s.model->eval();
+  // Rank r scores samples r, r + W, ...; every rank runs the same number of forward passes (their
+  // all-gathers are collective), a rank out of samples scoring a placeholder it then ignores.
+  const uint64_t world = static_cast<uint64_t>(s.dist.world_size), rank = static_cast<uint64_t>(s.dist.rank);
+  std::vector<uint64_t> mine;
+  for (uint64_t i = rank; i < wanted; i += world) mine.push_back(i);
+  const uint64_t per_rank = (wanted + world - 1) / world;
   double nll = 0;
-  for (uint64_t begin = 0; begin < wanted; begin += micro_batch) {
+  int64_t tokens_scored = 0;
+  for (uint64_t begin = 0; begin < per_rank; begin += micro_batch) {
     std::vector<uint64_t> ids;
-    for (uint64_t i = begin; i < std::min<uint64_t>(wanted, begin + micro_batch); ++i)
-      ids.push_back(s.validation_reader->sample_at(/*epoch=*/0, i));  // a fixed held-out set
+    for (uint64_t k = begin; k < std::min<uint64_t>(mine.size(), begin + micro_batch); ++k)
+      ids.push_back(s.validation_reader->sample_at(/*epoch=*/0, mine[k]));  // a fixed held-out set
+    const bool placeholder = ids.empty();
+    if (placeholder) ids.push_back(s.validation_reader->sample_at(0, 0));
     std::vector<int64_t> tokens = s.validation_reader->read_samples(ids);
     at::Tensor sequences =
         at::from_blob(tokens.data(), {static_cast<int64_t>(ids.size()), seq_len + 1}, at::kLong).to(s.device);
-    nll += model::nll_sum(s.model->forward(sequences.slice(1, 0, seq_len)), sequences.slice(1, 1)).item<double>();
-    result.tokens += static_cast<int64_t>(ids.size()) * seq_len;
+    const double batch_nll =
+        model::nll_sum(s.model->forward(sequences.slice(1, 0, seq_len)), sequences.slice(1, 1)).item<double>();
+    if (placeholder) continue;
+    nll += batch_nll;
+    tokens_scored += static_cast<int64_t>(ids.size()) * seq_len;
   }
+  nll = s.sum_over_ranks(nll);
+  result.tokens = static_cast<int64_t>(s.sum_over_ranks(static_cast<double>(tokens_scored)));
   s.model->train();
   result.loss = result.tokens > 0 ? nll / static_cast<double>(result.tokens) : 0.0;
   result.ppl = std::exp(result.loss);
@@ -361,7 +406,7 @@ void Trainer::save_checkpoint() {
   State& s = *state_;
   std::vector<std::unique_ptr<Stateful>> owned;
   const auto start = Clock::now();
-  const fs::path dir = s.checkpoints->save(s.counters.step, s.parts_for_save(owned));
+  const fs::path dir = s.checkpoints->save(s.counters.step, s.parts_for_save(owned, /*load=*/false), s.group.get());
   s.last_saved_step = s.counters.step;
   LT_INFO("saved checkpoint {} in {:.2f} s", dir.string(),
           std::chrono::duration<double>(Clock::now() - start).count());
@@ -371,7 +416,7 @@ RunOutcome Trainer::train() {
   State& s = *state_;
   const JobConfig& config = s.config;
   install_stop_handlers();
-  ProgressLine progress;
+  ProgressLine progress(/*enabled=*/s.leader());
   const int64_t total = config.train.steps;
   const int64_t first_step = s.counters.step;
   const auto run_start = Clock::now();
@@ -417,7 +462,10 @@ RunOutcome Trainer::train() {
       progress.finish();
       save_checkpoint();
     }
-    if (const int signal = stop_requested()) {
+    // Every rank stops at the same step: a signal seen by any rank stops all of them.
+    int signal = stop_requested();
+    if (s.group && s.sum_over_ranks(signal > 0 ? 1.0 : 0.0) > 0 && signal == 0) signal = SIGTERM;
+    if (signal) {
       progress.finish();
       if (s.last_saved_step != n) save_checkpoint();
       LT_WARN("signal {} received: stopped after step {} with a checkpoint; rerun the same command to resume",

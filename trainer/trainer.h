@@ -1,8 +1,9 @@
 // The training loop of a job: PI fine-tuning (or pretraining from a preset) of one LLaMA model on
 // prepared token data, with gradient accumulation, mixed precision, clipping, NaN policy,
-// periodic validation, metrics, atomic checkpoints and exact resume. One process here; the
-// parameters live behind TrainingParameters so sharding is applied from outside. Not the CLI and
-// not the model.
+// periodic validation, metrics, atomic checkpoints and exact resume. Under a launcher every rank
+// runs one Trainer: the process group comes from the environment (trainer/dist_env), the global
+// batch is split over ranks, and the parameters are sharded from outside the model
+// (trainer/fsdp behind TrainingParameters). Not the CLI and not the model.
 #pragma once
 
 #include <c10/core/Device.h>
@@ -35,9 +36,9 @@ struct EvalResult {
 class Trainer {
  public:
   // Builds model, data, optimizer and run directory from a validated config, and resumes per
-  // checkpoint.resume. `dist` says where this process sits (read once, by the caller); training is
-  // single-process until sharding lands, so a world size above 1 is refused rather than having
-  // every rank train the same model on the same data. Throws longtune::Error on anything unusable.
+  // checkpoint.resume. `dist` says where this process sits (read once, by the caller); with a
+  // world size above 1 the ranks rendezvous and shard per parallel.sharding. Throws
+  // longtune::Error on anything unusable.
   explicit Trainer(const JobConfig& config, const DistEnv& dist = DistEnv{});
   ~Trainer();
 

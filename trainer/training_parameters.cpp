@@ -5,6 +5,9 @@
 #include <torch/autograd.h>
 
 #include "common/check.h"
+#include "trainer/checkpoint.h"
+#include "trainer/optimizer.h"
+#include "trainer/sharded_checkpoint.h"
 
 namespace longtune::trainer {
 
@@ -13,7 +16,7 @@ at::ScalarType compute_dtype(Precision precision) {
 }
 
 LocalParameters::LocalParameters(model::LlamaImpl& model, Precision precision)
-    : separate_master_(precision == Precision::kBf16Mixed) {
+    : model_(model), separate_master_(precision == Precision::kBf16Mixed) {
   const at::ScalarType expected = compute_dtype(precision);
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     const at::Tensor& param = item.value();
@@ -60,6 +63,21 @@ void LocalParameters::load_full_state(const std::function<at::Tensor(const std::
     master.copy_(value);
   }
   finish_step();
+}
+
+void LocalParameters::save_state(CheckpointWriter& writer, const AdamW& optimizer) const {
+  writer.put_tensors("model", master_);
+  writer.put_tensors("optimizer", optimizer.state());
+}
+
+void LocalParameters::load_state(const CheckpointReader& reader, AdamW& optimizer) {
+  const CheckpointTensors saved(reader, flat_units(model_));
+  load_full_state([&](const std::string& name) { return saved.whole("model", name); });
+  optimizer.load_state([&](const std::string& name) {
+    if (name == "step") return saved.optimizer_step();
+    const size_t slash = name.find('/');
+    return saved.whole(name.substr(0, slash), name.substr(slash + 1));
+  });
 }
 
 }  // namespace longtune::trainer

@@ -18,6 +18,10 @@
 
 namespace longtune::trainer {
 
+class AdamW;
+class CheckpointReader;
+class CheckpointWriter;
+
 class TrainingParameters {
  public:
   virtual ~TrainingParameters() = default;
@@ -25,6 +29,9 @@ class TrainingParameters {
   virtual const std::vector<std::pair<std::string, at::Tensor>>& master() const = 0;
   // Clears the model's and the masters' gradients before a step's first micro-batch.
   virtual void zero_grad() = 0;
+  // Before each micro-batch's forward: whether it is the step's last (when deferred gradient
+  // reductions must happen).
+  virtual void begin_micro_batch(bool last) {}
   // After the last micro-batch's backward: make master gradients hold the step's gradient
   // (a dtype cast locally; a reduce-scatter across ranks under FSDP).
   virtual void finish_backward() = 0;
@@ -35,6 +42,10 @@ class TrainingParameters {
   // Full (unsharded) master values by name, for checkpoints and export; and their inverse.
   virtual std::vector<std::pair<std::string, at::Tensor>> full_state() const = 0;
   virtual void load_full_state(const std::function<at::Tensor(const std::string&)>& get_tensor) = 0;
+  // This rank's share of the masters and of `optimizer`'s state, into a checkpoint, and back from a
+  // checkpoint of any layout and world size (trainer/sharded_checkpoint).
+  virtual void save_state(CheckpointWriter& writer, const AdamW& optimizer) const = 0;
+  virtual void load_state(const CheckpointReader& reader, AdamW& optimizer) = 0;
 };
 
 class LocalParameters final : public TrainingParameters {
@@ -48,8 +59,11 @@ class LocalParameters final : public TrainingParameters {
   void finish_step() override;
   std::vector<std::pair<std::string, at::Tensor>> full_state() const override { return master_; }
   void load_full_state(const std::function<at::Tensor(const std::string&)>& get_tensor) override;
+  void save_state(CheckpointWriter& writer, const AdamW& optimizer) const override;
+  void load_state(const CheckpointReader& reader, AdamW& optimizer) override;
 
  private:
+  model::LlamaImpl& model_;
   std::vector<std::pair<std::string, at::Tensor>> model_params_;  // the model's own parameters
   std::vector<std::pair<std::string, at::Tensor>> master_;        // same tensors unless bf16_mixed
   bool separate_master_;

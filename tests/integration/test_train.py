@@ -51,35 +51,6 @@ eval:
 """
 
 
-def words(seed, n):
-    vocab = ("the whale sea ship captain and of a long voyage night storm harbour sailor said "
-             "white deep wind rope deck mast 1851 come go old man").split()
-    state = seed * 2654435761 + 1
-    out = []
-    for i in range(n):
-        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
-        out.append(vocab[(state >> 33) % len(vocab)])
-        if i % 13 == 12:
-            out[-1] += ".\n"
-    return " ".join(out)
-
-
-@pytest.fixture(scope="session")
-def data(tmp_path_factory, longtune):
-    root = tmp_path_factory.mktemp("corpus")
-    for split, books in (("train", 12), ("validation", 2)):
-        (root / split).mkdir()
-        for b in range(books):
-            (root / split / f"{b}.txt").write_text(words(b + (100 if split == "validation" else 0), 3000))
-    prefix = root / "tok"
-    subprocess.run([longtune, "tokenizer", "train", "--input", str(root), "--vocab-size", "320",
-                    "--out", str(prefix)], check=True, capture_output=True)
-    out = root / "tokens"
-    subprocess.run([longtune, "prepare-data", "--input", str(root), "--tokenizer", f"{prefix}.model",
-                    "--out", str(out), "--quiet"], check=True, capture_output=True)
-    return {"data": str(out), "tokenizer": f"{prefix}.model"}
-
-
 def job_file(tmp_path, data, run_dir, name="job.yaml"):
     path = tmp_path / name
     path.write_text(JOB.format(run_dir=run_dir, **data))
@@ -249,12 +220,3 @@ def test_pi_fine_tune_from_checkpoint_records_scaling(tmp_path, longtune, data, 
     config = json.loads((run_dir / "hf" / "config.json").read_text())
     assert config["max_position_embeddings"] == 256
     assert config["rope_scaling"]["type"] == "linear" and config["rope_scaling"]["factor"] == 4.0
-
-
-def test_multi_process_launch_is_refused_until_sharding(tmp_path, longtune, data):
-    launcher = str(Path(longtune).with_name("longtune-run"))
-    job = job_file(tmp_path, data, tmp_path / "run")
-    result = subprocess.run([launcher, "--standalone", "--nproc-per-node", "2", "--stop-grace-period", "5",
-                             longtune, "train", str(job)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert "WORLD_SIZE=2 (from torchrun)" in result.stdout + result.stderr
