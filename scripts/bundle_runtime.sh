@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf build/bundle
 mkdir -p build/bundle/bin build/bundle/lib
-for exe in longtune trainer_tests model_tests data_tests; do
+for exe in longtune longtune-run trainer_tests model_tests data_tests; do
   strip --strip-debug -o "build/bundle/bin/$exe" "build/bin/$exe"
 done
 ldd build/bin/longtune build/bin/trainer_tests | awk '/=> \// {print $3}' | sort -u |

@@ -3,7 +3,8 @@
 # Uses build/bundle (scripts/bundle_runtime.sh) when present, so a machine with a Python torch 2.11
 # but without our Debian libraries can run it; otherwise builds with scripts/build.sh. Runs the CUDA
 # unit tests, then trains configs/gpu_check.yaml in bf16 (with and without activation checkpointing)
-# and fp32, and writes logs and metrics under OUT_DIR; prints a summary table last.
+# and fp32, then sharded (full_shard) through NCCL at world size 1 and through Gloo with two
+# processes sharing the GPU, and writes logs and metrics under OUT_DIR; prints a summary table last.
 set -uo pipefail
 OUT="${1:?usage: $0 OUT_DIR}"
 cd "$(dirname "$0")/.."
@@ -46,6 +47,21 @@ run bf16_mixed
 run bf16_mixed_ckpt model.activation_checkpointing=true
 run fp32 train.precision=fp32 model.dtype=float32
 run bf16_mixed_8k data.seq_len=8192 train.micro_batch=2 train.global_batch=8 model.activation_checkpointing=true train.steps=15
+
+# Sharded path: a one-GPU launch runs FSDP through NCCL at world size 1; the same job through Gloo
+# with two processes sharing the GPU shows what the CPU-tested backend costs there.
+launched() {  # name, ranks, extra --set arguments
+  local name=$1 ranks=$2; shift 2
+  rm -rf "runs/gpu/$name"
+  timeout 300 "$BIN/longtune-run" --standalone --nproc-per-node "$ranks" --stop-grace-period 10 \
+    "$BIN/longtune" train configs/gpu_check.yaml --set "train.run_dir=runs/gpu/$name" \
+    --set parallel.sharding=full_shard "$@" > "$OUT/$name.log" 2>&1
+  echo "$name exit $?"
+  cp "runs/gpu/$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
+}
+echo "== sharded training"
+launched nccl_full_shard_1 1
+launched gloo_full_shard_2 2 parallel.backend=gloo train.steps=12
 
 echo "== summary (median over steps after the first 5)"
 python3 - "$OUT" <<'PY'

@@ -10,11 +10,18 @@
 
 #include <mutex>
 
+#include "common/log.h"
+
 namespace longtune::trainer {
 
 c10::Device pick_device(int local_rank) {
-  if (torch::cuda::is_available()) return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
-  return c10::Device(c10::kCPU);
+  if (!torch::cuda::is_available()) return c10::Device(c10::kCPU);
+  const int count = static_cast<int>(torch::cuda::device_count());
+  // More ranks than GPUs share them round-robin: fine for Gloo (tests, comparisons); NCCL refuses
+  // two ranks on one GPU with its own error.
+  if (local_rank >= count)
+    LT_WARN("LOCAL_RANK {} but {} CUDA device(s) visible: sharing cuda:{}", local_rank, count, local_rank % count);
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % count));
 }
 
 int64_t peak_memory_bytes(const c10::Device& device) {

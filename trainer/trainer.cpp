@@ -218,7 +218,9 @@ Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::mak
   s.run_dir = train.run_dir;
   fs::create_directories(s.run_dir);
   if (s.leader()) write_file_atomic(s.run_dir / "config.resolved.yaml", to_yaml(config));
-  if (dist.distributed())
+  // Any launched process (torchrun, longtune-run, SLURM) runs the sharded path, at world size 1 too,
+  // so a one-GPU run exercises NCCL and its checkpoints reshard; a plain process trains unsharded.
+  if (dist.source != "single")
     s.group = ProcessGroup::create(dist, s.device, config.parallel.backend,
                                    std::chrono::seconds(config.parallel.collective_timeout_s));
 

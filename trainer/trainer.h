@@ -36,8 +36,8 @@ struct EvalResult {
 class Trainer {
  public:
   // Builds model, data, optimizer and run directory from a validated config, and resumes per
-  // checkpoint.resume. `dist` says where this process sits (read once, by the caller); with a
-  // world size above 1 the ranks rendezvous and shard per parallel.sharding. Throws
+  // checkpoint.resume. `dist` says where this process sits (read once, by the caller); a launched
+  // process (any world size) joins the process group and shards per parallel.sharding. Throws
   // longtune::Error on anything unusable.
   explicit Trainer(const JobConfig& config, const DistEnv& dist = DistEnv{});
   ~Trainer();

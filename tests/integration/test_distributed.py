@@ -136,7 +136,7 @@ def four_ranks(tmp_path_factory, longtune, data):
     return tmp / "run"
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_ranks_match_one_process(tmp_path, longtune, data, single, ranks):
     run_dir = tmp_path / "run"
     train(longtune, job_file(tmp_path / "job.yaml", data, run_dir), ranks)

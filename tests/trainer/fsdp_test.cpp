@@ -41,7 +41,8 @@ int free_port() {
 
 // Runs body(rank, group) on `world` threads, each a rank of one Gloo group; fails on any rank's error.
 void run_ranks(int world, const std::function<void(int, ProcessGroup&)>& body,
-               std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+               std::chrono::milliseconds timeout = std::chrono::seconds(30),
+               c10::Device device = c10::Device(c10::kCPU), Backend backend = Backend::kGloo) {
   const int port = free_port();
   std::vector<std::string> errors(world);
   std::vector<std::thread> threads;
@@ -53,7 +54,7 @@ void run_ranks(int world, const std::function<void(int, ProcessGroup&)>& body,
         env.world_size = env.local_world_size = world;
         env.master_port = port;
         env.gloo_interface = "lo";
-        auto group = ProcessGroup::create(env, c10::Device(c10::kCPU), Backend::kGloo, timeout);
+        auto group = ProcessGroup::create(env, device, backend, timeout);
         body(rank, *group);
       } catch (const std::exception& e) {
         errors[rank] = e.what();
@@ -206,6 +207,36 @@ INSTANTIATE_TEST_SUITE_P(Modes, ShardedMatchesSingleProcess,
                                            Case{4, Sharding::kShardGradOp, false, false, false},
                                            Case{3, Sharding::kNoShard, false, false, false},
                                            Case{2, Sharding::kNoShard, true, true, true}));
+
+// The NCCL path on one GPU (world size 1, as a one-GPU launch runs it): same gradients as the
+// unsharded model on that GPU.
+TEST(ShardedParameters, NcclOnOneGpuMatchesUnsharded) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const c10::Device cuda(c10::kCUDA, 0);
+  const model::ModelConfig config = odd_config(false);
+  const at::Tensor tokens = batch_tokens(4, 9, config.vocab_size).to(cuda);
+  model::Llama reference = make_model(config, false);
+  reference->to(cuda);
+  LocalParameters local(*reference, Precision::kFp32);
+  local.zero_grad();
+  (model::nll_sum(reference->forward(tokens.slice(1, 0, 9)), tokens.slice(1, 1)) / 36.0).backward();
+  model::Llama sharded_model = make_model(config, false);
+  sharded_model->to(cuda);
+  run_ranks(1, [&](int, ProcessGroup& group) {
+    EXPECT_EQ(group.backend_name(), "nccl");
+    ShardedParameters params(*sharded_model, Precision::kFp32, Sharding::kFullShard, group, /*prefetch=*/true);
+    params.zero_grad();
+    params.begin_micro_batch(true);
+    (model::nll_sum(sharded_model->forward(tokens.slice(1, 0, 9)), tokens.slice(1, 1)) / 36.0).backward();
+    params.finish_backward();
+    for (size_t u = 0; u < params.layout().size(); ++u)
+      for (const FlatParam& p : params.layout()[u].params)
+        for (const auto& [name, t] : local.master())
+          if (name == p.name)
+            EXPECT_LT((params.master()[u].second.grad().narrow(0, p.offset, p.numel).view(p.shape) - t.grad())
+                          .abs().max().item<double>(), 1e-6) << name;
+  }, std::chrono::seconds(60), cuda, Backend::kNccl);
+}
 
 TEST(ShardedParameters, MemoryPerRankIsTotalOverWorldPlusGatheredUnits) {
   model::ModelConfig config = odd_config(false);
