@@ -69,7 +69,7 @@ ShardedParameters::ShardedParameters(model::LlamaImpl& model, Precision precisio
       world_(mode == Sharding::kNoShard ? 1 : group.world_size()),
       compute_dtype_(compute_dtype(precision)),
       master_dtype_(precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat),
-      reduce_dtype_(master_dtype_),
+      reduce_dtype_(at::kFloat),  // gradients are summed over ranks in fp32, whatever the compute dtype
       layout_(flat_units(model)) {
   torch::NoGradGuard no_grad;
   std::map<std::string, at::Tensor> by_name;
