@@ -122,7 +122,7 @@ class C10dProcessGroup final : public ProcessGroup {
       try {
         work->wait(timeout);
       } catch (const std::exception& e) {
-        LT_FAIL("rank {}: {} failed within the collective timeout of {} s (another rank died, stalled or "
+        LT_FAIL("rank {}: {} failed (another rank died, stalled past the collective timeout of {} s, or "
                 "diverged): {}", rank, what, timeout.count() / 1000, first_line(e.what()));
       }
       then();

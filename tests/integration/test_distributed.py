@@ -217,6 +217,24 @@ def test_two_launchers_rendezvous_as_two_nodes(tmp_path, longtune, data, four_ra
                                 for i, r in enumerate(records(four_ranks))]
 
 
+def test_a_worker_killed_on_one_node_restarts_both_nodes(tmp_path, longtune, data, four_ranks):
+    run_dir = tmp_path / "run"
+    job = job_file(tmp_path / "job.yaml", data, run_dir)
+    port = free_port()
+    nodes = [subprocess.Popen([launcher(longtune), "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node",
+                               "2", "--master-addr", "127.0.0.1", "--master-port", str(port), "--max-restarts", "2",
+                               "--stop-grace-period", "5", longtune, "train", str(job), "--set",
+                               "train.micro_batch=1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    assert wait_for_step(run_dir, 3, nodes[1])
+    os.kill(workers_of(nodes[1].pid)[0], signal.SIGKILL)
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert all("restarting" in output for output in outputs), outputs
+    assert [r["loss"] for r in records(run_dir)] == [r["loss"] for r in records(four_ranks)]
+
+
 def workers_of(pid):
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(c) for c in children]
