@@ -60,7 +60,7 @@ struct ShardedParameters::Unit {
 };
 
 ShardedParameters::ShardedParameters(model::LlamaImpl& model, Precision precision, Sharding mode,
-                                     ProcessGroup& group, bool prefetch)
+                                     ProcessGroup& group, const c10::Device& device, bool prefetch)
     : model_(model),
       mode_(mode),
       group_(group),
@@ -86,8 +86,7 @@ ShardedParameters::ShardedParameters(model::LlamaImpl& model, Precision precisio
     unit->index = static_cast<int64_t>(u);
     unit->shard = flat.shard_numel(world_);
     unit->padded = unit->shard * world_;
-    const at::Tensor& first = by_name.at(flat.params.front().name);
-    unit->full = at::zeros({unit->padded}, first.options().dtype(compute_dtype_));  // (padded,)
+    unit->full = at::zeros({unit->padded}, at::TensorOptions().dtype(compute_dtype_).device(device));  // (padded,)
     unit->full_bytes = unit->padded * unit->full.element_size();
     for (const FlatParam& p : flat.params) {
       at::Tensor param = by_name.at(p.name);

@@ -40,11 +40,13 @@ struct ShardedMemory {
 
 class ShardedParameters final : public TrainingParameters, private model::UnitHooks {
  public:
-  // `model` must be in its compute dtype on the training device and hold the same values on every
-  // rank (the trainer builds it from the same seed or checkpoint): each rank keeps its own shard of
-  // them. `prefetch` overlaps the next unit's all-gather with the current unit's compute.
+  // `model` must be in its compute dtype and hold the same values on every rank (the trainer builds
+  // it from the same seed or checkpoint): each rank keeps its own shard of them. The model may
+  // still be on the host: its parameters move to `device` one unit at a time (then live there as
+  // views of the unit buffers), so the device never holds more than the shards and one unit.
+  // `prefetch` overlaps the next unit's all-gather with the current unit's compute.
   ShardedParameters(model::LlamaImpl& model, Precision precision, Sharding mode, ProcessGroup& group,
-                    bool prefetch);
+                    const c10::Device& device, bool prefetch);
   ~ShardedParameters() override;
 
   const std::vector<std::pair<std::string, at::Tensor>>& master() const override { return master_; }

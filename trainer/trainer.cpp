@@ -253,13 +253,16 @@ Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::mak
             model::to_string(s.model_config.rope_scaling.type), s.model_config.rope_scaling.factor);
   s.model = build_model(s.model_config, source, compute_dtype(train.precision));
   s.model->set_activation_checkpointing(config.model.activation_checkpointing);
-  s.model->to(s.device);
   s.model->train();
-  if (s.group)
+  if (s.group) {
+    // The model is still on the host: each unit moves to the device on its own and only this
+    // rank's shard stays there, so the device never holds the whole model.
     s.params = std::make_unique<ShardedParameters>(*s.model, train.precision, config.parallel.sharding, *s.group,
-                                                   /*prefetch=*/s.device.is_cuda());
-  else
+                                                   s.device, /*prefetch=*/s.device.is_cuda());
+  } else {
+    s.model->to(s.device);
     s.params = std::make_unique<LocalParameters>(*s.model, train.precision);
+  }
   s.optimizer = std::make_unique<AdamW>(s.params->master(), config.optim);
   s.grad_accum_steps = train.grad_accum_steps(dist.world_size);
 

@@ -165,7 +165,7 @@ TEST_P(ShardedMatchesSingleProcess, GradientsAndUpdate) {
   std::mutex mutex;
   run_ranks(c.world, [&](int rank, ProcessGroup& group) {
     model::LlamaImpl& m = *models[rank];
-    ShardedParameters params(m, Precision::kFp32, c.mode, group, c.prefetch);
+    ShardedParameters params(m, Precision::kFp32, c.mode, group, c10::Device(c10::kCPU), c.prefetch);
     OptimSection options;
     AdamW optimizer(params.master(), options);
     const int64_t per_rank = rows / c.world;
@@ -220,11 +220,10 @@ TEST(ShardedParameters, NcclOnOneGpuMatchesUnsharded) {
   LocalParameters local(*reference, Precision::kFp32);
   local.zero_grad();
   (model::nll_sum(reference->forward(tokens.slice(1, 0, 9)), tokens.slice(1, 1)) / 36.0).backward();
-  model::Llama sharded_model = make_model(config, false);
-  sharded_model->to(cuda);
+  model::Llama sharded_model = make_model(config, false);  // stays on the host: sharding moves it
   run_ranks(1, [&](int, ProcessGroup& group) {
     EXPECT_EQ(group.backend_name(), "nccl");
-    ShardedParameters params(*sharded_model, Precision::kFp32, Sharding::kFullShard, group, /*prefetch=*/true);
+    ShardedParameters params(*sharded_model, Precision::kFp32, Sharding::kFullShard, group, cuda, /*prefetch=*/true);
     params.zero_grad();
     params.begin_micro_batch(true);
     (model::nll_sum(sharded_model->forward(tokens.slice(1, 0, 9)), tokens.slice(1, 1)) / 36.0).backward();
@@ -253,7 +252,7 @@ TEST(ShardedParameters, MemoryPerRankIsTotalOverWorldPlusGatheredUnits) {
   std::mutex mutex;
   run_ranks(world, [&](int rank, ProcessGroup& group) {
     model::LlamaImpl& m = *models[rank];
-    ShardedParameters params(m, Precision::kFp32, Sharding::kFullShard, group, /*prefetch=*/false);
+    ShardedParameters params(m, Precision::kFp32, Sharding::kFullShard, group, c10::Device(c10::kCPU), /*prefetch=*/false);
     OptimSection options;
     AdamW optimizer(params.master(), options);
     params.reset_peak();
@@ -299,7 +298,7 @@ TEST(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcess) {
   for (int r = 0; r < 4; ++r) models.push_back(make_model(config, false));
   std::mutex mutex;
   run_ranks(4, [&](int rank, ProcessGroup& group) {
-    ShardedParameters params(*models[rank], Precision::kFp32, Sharding::kFullShard, group, false);
+    ShardedParameters params(*models[rank], Precision::kFp32, Sharding::kFullShard, group, c10::Device(c10::kCPU), false);
     AdamW optimizer(params.master(), OptimSection{});
     train_step(*models[rank], params, optimizer, tokens.narrow(0, rank, 1), 32.0, params.grad_norm_reduction());
     CheckpointManager manager(dir.path(), 1);
@@ -328,7 +327,7 @@ TEST(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcess) {
   models.clear();
   for (int r = 0; r < 3; ++r) models.push_back(make_model(config, false));
   run_ranks(3, [&](int rank, ProcessGroup& group) {
-    ShardedParameters params(*models[rank], Precision::kFp32, Sharding::kFullShard, group, false);
+    ShardedParameters params(*models[rank], Precision::kFp32, Sharding::kFullShard, group, c10::Device(c10::kCPU), false);
     AdamW optimizer(params.master(), OptimSection{});
     Part part(params, optimizer);
     CheckpointManager::load(*step_dir, {{"parameters", &part}});
