@@ -216,6 +216,10 @@ void ShardedParameters::reduce_gradients(Unit& unit) {
       const_cast<at::Tensor&>(master_grad).add_(flat_grad);
     });
   }
+  while (reductions_.size() > kReductionsInFlight) {
+    reductions_.front()();
+    reductions_.pop_front();
+  }
 }
 
 void ShardedParameters::zero_grad() {
@@ -228,8 +232,10 @@ void ShardedParameters::zero_grad() {
 }
 
 void ShardedParameters::finish_backward() {
-  for (auto& reduction : reductions_) reduction();
-  reductions_.clear();
+  while (!reductions_.empty()) {
+    reductions_.front()();
+    reductions_.pop_front();
+  }
   for (auto& unit : units_) {
     LT_CHECK(unit->reduced, "sharding: unit '{}' received no gradient in this step (a parameter unused by the "
              "forward pass?)", layout_[unit->index].name);

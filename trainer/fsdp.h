@@ -16,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -87,7 +88,10 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   std::vector<FlatUnit> layout_;
   std::vector<std::unique_ptr<Unit>> units_;
   std::vector<std::pair<std::string, at::Tensor>> master_;
-  std::vector<std::function<void()>> reductions_;  // gradient reductions in flight, in issue order
+  // Gradient reductions in flight, in issue order; at most kReductionsInFlight, so their fp32
+  // buffers never add up to a whole unsharded gradient.
+  static constexpr size_t kReductionsInFlight = 2;
+  std::deque<std::function<void()>> reductions_;
   bool last_micro_batch_ = true;
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
 };
