@@ -22,6 +22,7 @@
 #include "trainer/cli.h"
 #include "trainer/cli_common.h"
 #include "trainer/device.h"
+#include "trainer/dist_env.h"
 #include "trainer/perplexity.h"
 
 namespace longtune::cli {
@@ -40,6 +41,7 @@ struct PerplexityArgs {
   int64_t window = 0;
   std::vector<int64_t> windows;
   int64_t stride = 256;
+  double stride_fraction = 0;  // > 0: stride = floor(fraction * window) for each window
   std::string mode = "sliding";
   int64_t batch = 1;
   uint64_t max_documents = 0;
@@ -78,6 +80,13 @@ EvalDocuments open_documents(const PerplexityArgs& args, const model::ModelConfi
 
 void run_document_perplexity(const PerplexityArgs& args) {
   LT_CHECK(args.mode == "sliding" || args.mode == "chunks", "--mode must be sliding or chunks, got '{}'", args.mode);
+  // Ranks would each score their share (evaluate_perplexity_partial) and all-reduce the partial
+  // sums; until the process group is wired here, one process scores everything rather than each
+  // rank printing a copy.
+  const trainer::DistEnv env = trainer::read_dist_env();
+  LT_CHECK(!env.distributed(),
+           "eval perplexity: started as rank {} of {} ({}), but it runs as a single process; start it without the "
+           "launcher", env.rank, env.world_size, env.source);
   model::Llama llama = load_model(args.model_dir, args.dtype, args.rope);
   const EvalDocuments docs = open_documents(args, llama->config());
   std::vector<int64_t> windows = args.windows;
@@ -94,8 +103,12 @@ void run_document_perplexity(const PerplexityArgs& args) {
   options.progress = !args.quiet;
   llama->to(trainer::pick_device());
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  LT_CHECK(args.stride_fraction >= 0 && args.stride_fraction < 1, "--stride-fraction must be in [0, 1), got {}",
+           args.stride_fraction);
   for (int64_t w : windows) {
     options.window = w;
+    if (args.stride_fraction > 0)
+      options.stride = std::max<int64_t>(1, static_cast<int64_t>(args.stride_fraction * static_cast<double>(w)));
     const trainer::PerplexityResult r = trainer::evaluate_perplexity(*llama, *docs.documents, options);
     nlohmann::ordered_json result = {
         {"ppl", r.ppl},           {"mean_window_nll", r.mean_window_nll}, {"token_ppl", r.token_ppl},
@@ -177,6 +190,8 @@ void add_eval_command(CLI::App& app) {
   ppl->add_option("--window", args->window, "window W in tokens incl. BOS (default: the model's window)");
   ppl->add_option("--windows", args->windows, "several windows in one run, e.g. 2048,4096,8192")->delimiter(',');
   ppl->add_option("--stride", args->stride, "sliding-window stride S")->capture_default_str();
+  ppl->add_option("--stride-fraction", args->stride_fraction,
+                  "instead of --stride: S = fraction x W for each window (e.g. 0.5: each window scores its second half)");
   ppl->add_option("--mode", args->mode, "sliding | chunks")->capture_default_str();
   ppl->add_option("--batch", args->batch, "windows per forward pass")->capture_default_str();
   ppl->add_option("--max-documents", args->max_documents, "only the first N documents (0: all)");
