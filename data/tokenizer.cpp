@@ -32,6 +32,17 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   return std::vector<int32_t>(ids.begin(), ids.end());
 }
 
+std::vector<TokenSpan> Tokenizer::encode_with_spans(std::string_view text) const {
+  sentencepiece::ImmutableSentencePieceText encoded;
+  const auto status = processor_->Encode(absl::string_view(text.data(), text.size()), encoded.mutable_proto());
+  LT_CHECK(status.ok(), "tokenizer {}: encode failed: {}", path_.string(), status.ToString());
+  std::vector<TokenSpan> spans;
+  spans.reserve(encoded.pieces_size());
+  for (const auto& piece : encoded.pieces())
+    spans.push_back({static_cast<int32_t>(piece.id()), piece.begin(), piece.end()});
+  return spans;
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   std::string text;
   const auto status = processor_->Decode(std::vector<int>(ids.begin(), ids.end()), &text);

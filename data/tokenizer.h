@@ -17,6 +17,13 @@ class SentencePieceProcessor;
 
 namespace longtune::data {
 
+// One token of an encoding and the bytes [begin, end) of the input text it covers.
+struct TokenSpan {
+  int32_t id = 0;
+  uint32_t begin = 0;
+  uint32_t end = 0;
+};
+
 class Tokenizer {
  public:
   // Throws longtune::Error naming the file if it is missing or not a SentencePiece model.
@@ -28,6 +35,8 @@ class Tokenizer {
   // Ids of `text` (no BOS/EOS), as Python's SentencePieceProcessor.encode(text). Thread-safe.
   std::vector<int32_t> encode(std::string_view text) const;
   std::string decode(const std::vector<int32_t>& ids) const;
+  // encode() with each token's byte span in `text` (the same ids). Thread-safe.
+  std::vector<TokenSpan> encode_with_spans(std::string_view text) const;
 
   int64_t vocab_size() const;
   int64_t bos_id() const;  // -1 if the model has none

@@ -16,12 +16,14 @@ struct ExitStatus {
 };
 
 void add_smoke_command(CLI::App& app);    // longtune smoke: tiny random model fwd/bwd on generated tokens
-void add_eval_command(CLI::App& app);     // longtune eval perplexity ...
+void add_eval_command(CLI::App& app);     // longtune eval perplexity ... | eval passkey ...
+void add_eval_passkey_command(CLI::App& eval);  // longtune eval passkey ... (under `eval`)
 void add_inspect_command(CLI::App& app);  // longtune inspect DIR
 void add_export_command(CLI::App& app);   // longtune export-hf ...
 void add_debug_command(CLI::App& app);   // longtune debug logits ... (numbers for outside checks)
 void add_data_commands(CLI::App& app);   // longtune tokenizer train | prepare-data | data inspect
 void add_train_command(CLI::App& app);   // longtune train JOB.yaml [--set k=v ...]
 void add_plot_command(CLI::App& app);    // longtune plot RUN_DIR
+void add_study_command(CLI::App& app);   // longtune study-report DIR
 
 }  // namespace longtune::cli

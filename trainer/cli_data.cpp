@@ -1,6 +1,7 @@
 // Data subcommands: `longtune tokenizer train` (a LLaMA-style SentencePiece model from text),
-// `longtune prepare-data` (tokenize a corpus once into shards) and `longtune data inspect` (what a
-// prepared directory holds). Argument handling and printing only; the work is in data/.
+// `longtune prepare-data` (tokenize a corpus once into shards), `longtune data inspect` (what a
+// prepared directory holds) and `longtune data passkey-drills` (synthetic retrieval training text,
+// trainer/passkey_prompt.h). Argument handling and printing only; the work is in data/ and trainer/.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -9,12 +10,14 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/file_io.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "data/prepare.h"
 #include "data/prepared_data.h"
 #include "data/tokenizer.h"
 #include "trainer/cli.h"
+#include "trainer/passkey_prompt.h"
 
 namespace longtune::cli {
 namespace {
@@ -134,6 +137,28 @@ void add_data_commands(CLI::App& app) {
   auto dir = std::make_shared<std::string>();
   inspect->add_option("dir", *dir, "prepared-data directory")->required();
   inspect->callback([=] { print_inspect(*dir); });
+
+  // longtune data passkey-drills
+  struct DrillArgs {
+    std::string out;
+    int64_t count = 1000;
+    size_t max_filler_chars = 200;
+    uint64_t seed = 0;
+  };
+  auto drills = std::make_shared<DrillArgs>();
+  auto* drill = data_command->add_subcommand(
+      "passkey-drills", "Write synthetic passkey-retrieval drills (training text in the passkey prompt's wording)");
+  drill->add_option("--out", drills->out, "output .txt file")->required();
+  drill->add_option("--count", drills->count, "number of drills")->capture_default_str();
+  drill->add_option("--max-filler-chars", drills->max_filler_chars, "filler characters per drill, at most")
+      ->capture_default_str();
+  drill->add_option("--seed", drills->seed, "seed")->capture_default_str();
+  drill->callback([drills] {
+    const std::filesystem::path out = drills->out;
+    if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
+    write_file_atomic(out, trainer::passkey_drill_text(drills->seed, drills->count, drills->max_filler_chars));
+    std::cout << fmt::format("wrote {} passkey drills to {}\n", drills->count, out.string());
+  });
 }
 
 }  // namespace longtune::cli

@@ -12,21 +12,51 @@
 
 namespace longtune::trainer {
 
-PerplexityResult evaluate_perplexity(model::LlamaImpl& model, const data::TokenDocuments& documents,
-                                     const PerplexityOptions& options) {
+PerplexityPartial& PerplexityPartial::operator+=(const PerplexityPartial& other) {
+  window_nll_sum += other.window_nll_sum;
+  windows += other.windows;
+  token_nll_sum += other.token_nll_sum;
+  tokens += other.tokens;
+  documents += other.documents;
+  return *this;
+}
+
+namespace {
+
+// The windows of the documents this rank scores, in document order.
+std::vector<data::EvalWindow> rank_windows(const data::TokenDocuments& documents, const PerplexityOptions& options,
+                                           int rank, int world, double* rank_documents) {
+  uint64_t n = documents.num_documents();
+  if (options.max_documents != 0) n = std::min(n, options.max_documents);
+  std::vector<data::EvalWindow> windows;
+  *rank_documents = 0;
+  for (uint64_t doc = static_cast<uint64_t>(rank); doc < n; doc += static_cast<uint64_t>(world)) {
+    const uint64_t len = documents.document_length(doc);
+    if (len == 0) continue;
+    const auto doc_windows = options.mode == data::EvalMode::kSlidingWindow
+                                 ? data::sliding_windows(doc, len, options.window, options.stride)
+                                 : data::chunk_windows(doc, len, options.window);
+    windows.insert(windows.end(), doc_windows.begin(), doc_windows.end());
+    *rank_documents += 1;
+  }
+  return windows;
+}
+
+}  // namespace
+
+PerplexityPartial evaluate_perplexity_partial(model::LlamaImpl& model, const data::TokenDocuments& documents,
+                                              const PerplexityOptions& options, int rank, int world) {
   LT_CHECK(options.batch >= 1, "eval batch must be >= 1, got {}", options.batch);
+  LT_CHECK(world >= 1 && rank >= 0 && rank < world, "perplexity: rank {} is not in [0, world {})", rank, world);
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<data::EvalWindow> windows =
-      data::plan_eval_windows(documents, options.mode, options.window, options.stride, options.max_documents);
-  LT_CHECK(!windows.empty(), "no evaluation windows: the documents are empty");
-  const at::Tensor probe = model.parameters().front();
-  const at::Device device = probe.device();
+  PerplexityPartial partial;
+  const std::vector<data::EvalWindow> windows = rank_windows(documents, options, rank, world, &partial.documents);
+  if (windows.empty()) return partial;
+  const at::Device device = model.parameters().front().device();
 
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
-  PerplexityResult result;
-  double window_nll_sum = 0, token_nll_sum = 0;
   ProgressLine progress(options.progress);
   size_t next = 0;
   while (next < windows.size()) {
@@ -55,31 +85,45 @@ PerplexityResult evaluate_perplexity(model::LlamaImpl& model, const data::TokenD
     at::Tensor nll = at::cross_entropy_loss(shifted_logits, shifted_labels, {}, at::Reduction::None, -100)
                          .reshape({rows, t - 1});                                            // (B, T-1)
     at::Tensor scored = shifted_labels.reshape({rows, t - 1}).ne(-100);
-    at::Tensor per_window_sum = nll.to(at::kDouble).sum(1);
-    at::Tensor per_window_count = scored.sum(1).to(at::kDouble);
-    const auto sums = per_window_sum.cpu();
-    const auto counts = per_window_count.cpu();
+    const at::Tensor sums = nll.to(at::kDouble).sum(1).cpu();               // (B)
+    const at::Tensor counts = scored.sum(1).to(at::kDouble).cpu();          // (B)
     for (int64_t r = 0; r < rows; ++r) {
       const double sum = sums[r].item<double>(), count = counts[r].item<double>();
-      window_nll_sum += sum / count;
-      token_nll_sum += sum;
-      result.scored_tokens += static_cast<int64_t>(count);
+      partial.window_nll_sum += sum / count;
+      partial.token_nll_sum += sum;
+      partial.tokens += count;
     }
-    result.windows += rows;
+    partial.windows += static_cast<double>(rows);
     next = end;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    progress.update(fmt::format("eval {} {}/{} windows | ppl so far {:.3f} | ETA {}",
+    progress.update(fmt::format("eval W={} {} {}/{} windows | ppl so far {:.3f} | ETA {}", options.window,
                                 ProgressLine::bar(static_cast<double>(next) / windows.size()), next, windows.size(),
-                                std::exp(window_nll_sum / result.windows),
+                                std::exp(partial.window_nll_sum / partial.windows),
                                 ProgressLine::duration(elapsed / next * (windows.size() - next))));
   }
   progress.finish();
   if (was_training) model.train();
-  result.documents = static_cast<int64_t>(windows.back().doc + 1);
-  result.mean_window_nll = window_nll_sum / static_cast<double>(result.windows);
+  return partial;
+}
+
+PerplexityResult finalize_perplexity(const PerplexityPartial& total) {
+  LT_CHECK(total.windows > 0 && total.tokens > 0, "no evaluation windows: the documents are empty");
+  PerplexityResult result;
+  result.windows = std::llround(total.windows);
+  result.scored_tokens = std::llround(total.tokens);
+  result.documents = std::llround(total.documents);
+  result.mean_window_nll = total.window_nll_sum / total.windows;
   result.ppl = std::exp(result.mean_window_nll);
-  result.token_nll = token_nll_sum / static_cast<double>(result.scored_tokens);
+  result.token_nll = total.token_nll_sum / total.tokens;
   result.token_ppl = std::exp(result.token_nll);
+  return result;
+}
+
+PerplexityResult evaluate_perplexity(model::LlamaImpl& model, const data::TokenDocuments& documents,
+                                     const PerplexityOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  PerplexityResult result =
+      finalize_perplexity(evaluate_perplexity_partial(model, documents, options, /*rank=*/0, /*world=*/1));
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

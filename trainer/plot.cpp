@@ -1,28 +1,19 @@
 // Charts of a run: metrics.jsonl -> .dat columns -> a gnuplot script -> PNGs (see plot.h). gnuplot
-// runs as a child process (posix_spawn, no shell), its output collected into plots/gnuplot.log.
+// runs through trainer/gnuplot.h, its output collected into plots/gnuplot.log.
 #include "trainer/plot.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <map>
-#include <optional>
 #include <sstream>
 
 #include "common/check.h"
 #include "common/file_io.h"
 #include "common/log.h"
-
-extern char** environ;
+#include "trainer/gnuplot.h"
 
 namespace longtune::trainer {
 
@@ -44,52 +35,6 @@ double number_or_nan(const nlohmann::json& record, const char* key) {
 
 // A number as gnuplot reads it back: full precision, "NaN" for missing.
 std::string column(double value) { return std::isfinite(value) ? fmt::format("{}", value) : "NaN"; }
-
-// A gnuplot single-quoted string (a quote inside is doubled).
-std::string quoted(const fs::path& path) {
-  std::string out = "'";
-  for (char c : path.string()) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
-std::optional<fs::path> find_on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path ? path : "/usr/local/bin:/usr/bin:/bin");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    if (dir.empty()) continue;
-    const fs::path candidate = fs::path(dir) / program;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return std::nullopt;
-}
-
-// Runs `argv` with stdout and stderr going to `log_path`; returns the exit status (-1 if it did not
-// exit normally).
-int run_program(const std::vector<std::string>& argv, const fs::path& log_path) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  pid_t pid = 0;
-  const int spawn_error = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  LT_CHECK(spawn_error == 0, "cannot run {}: {}", argv[0], std::strerror(spawn_error));
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    LT_CHECK(errno == EINTR, "waiting for {} failed: {}", argv[0], std::strerror(errno));
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-// pngcairo (antialiased) when this gnuplot has it, else the libgd png terminal.
-std::string png_terminal(const fs::path& gnuplot, const fs::path& scratch_log) {
-  const bool cairo = run_program({gnuplot.string(), "-e", "set terminal pngcairo"}, scratch_log) == 0;
-  return cairo ? "pngcairo size 1000,600 noenhanced font ',11'" : "png size 1000,600 noenhanced";
-}
 
 }  // namespace
 
@@ -125,12 +70,10 @@ PlotOutput plot_run(const fs::path& run_dir) {
   LT_CHECK(!train.empty() || !eval_by_window.empty(), "plot: {} holds no train or eval records",
            metrics_path.string());
 
-  const std::optional<fs::path> gnuplot = find_on_path("gnuplot");
-  LT_CHECK(gnuplot.has_value(),
-           "plot: gnuplot is not on PATH; install it (Debian/Ubuntu: apt-get install gnuplot-nox)");
-
   const fs::path plots = run_dir / "plots";
   fs::create_directories(plots);
+  const fs::path log_path = plots / "gnuplot.log";
+  const Gnuplot gnuplot = find_gnuplot(log_path);
   const fs::path train_dat = plots / "train.dat", eval_dat = plots / "eval.dat";
   std::string text = "# step loss lr\n";
   for (const auto& p : train) text += fmt::format("{} {} {}\n", column(p.step), column(p.loss), column(p.lr));
@@ -145,12 +88,11 @@ PlotOutput plot_run(const fs::path& run_dir) {
   }
   write_file_atomic(eval_dat, text);
 
-  const fs::path log_path = plots / "gnuplot.log";
   PlotOutput out;
   std::string script = fmt::format(
       "# Written by `longtune plot`; re-run with: gnuplot {}\n"
       "set terminal {}\nset grid\nset key top right\nset xlabel 'optimizer step'\n",
-      (plots / "plots.gp").string(), png_terminal(*gnuplot, log_path));
+      (plots / "plots.gp").string(), gnuplot.png_terminal);
   const auto window_title = [](int64_t window) {
     return window > 0 ? fmt::format(" (window {})", window) : std::string();
   };
@@ -158,21 +100,21 @@ PlotOutput plot_run(const fs::path& run_dir) {
   // Training loss with validation loss as points.
   std::vector<std::string> series;
   if (!train.empty()) series.push_back(fmt::format("{} using 1:2 with lines lw 1.5 title 'train loss'",
-                                                   quoted(train_dat)));
+                                                   gnuplot_quoted(train_dat)));
   int64_t index = 0;
   for (const auto& [window, points] : eval_by_window) {
     series.push_back(fmt::format("{} index {} using 1:2 with linespoints pt 7 ps 0.8 title 'validation loss{}'",
-                                 quoted(eval_dat), index++, window_title(window)));
+                                 gnuplot_quoted(eval_dat), index++, window_title(window)));
   }
   script += fmt::format("set output {}\nset title 'loss'\nset ylabel 'loss (nats/token)'\nplot {}\n",
-                        quoted(plots / "loss.png"), fmt::join(series, ", \\\n     "));
+                        gnuplot_quoted(plots / "loss.png"), fmt::join(series, ", \\\n     "));
   out.images.push_back(plots / "loss.png");
 
   if (!train.empty()) {
     script += fmt::format(
         "set output {}\nset title 'learning rate'\nset ylabel 'lr'\nset format y '%.1e'\n"
         "plot {} using 1:3 with lines lw 1.5 title 'lr'\nset format y\n",
-        quoted(plots / "lr.png"), quoted(train_dat));
+        gnuplot_quoted(plots / "lr.png"), gnuplot_quoted(train_dat));
     out.images.push_back(plots / "lr.png");
   } else {
     out.notes.push_back("no train records: lr.png not written");
@@ -183,29 +125,19 @@ PlotOutput plot_run(const fs::path& run_dir) {
     index = 0;
     for (const auto& [window, points] : eval_by_window) {
       series.push_back(fmt::format("{} index {} using 1:3 with linespoints pt 7 ps 0.8 title 'perplexity{}'",
-                                   quoted(eval_dat), index++, window_title(window)));
+                                   gnuplot_quoted(eval_dat), index++, window_title(window)));
     }
     script += fmt::format(
         "set output {}\nset title 'validation perplexity'\nset ylabel 'perplexity'\nset logscale y\n"
         "plot {}\nunset logscale y\n",
-        quoted(plots / "val_ppl.png"), fmt::join(series, ", \\\n     "));
+        gnuplot_quoted(plots / "val_ppl.png"), fmt::join(series, ", \\\n     "));
     out.images.push_back(plots / "val_ppl.png");
   } else {
     out.notes.push_back("no eval records: val_ppl.png not written");
   }
   script += "unset output\n";
 
-  const fs::path script_path = plots / "plots.gp";
-  write_file_atomic(script_path, script);
-  for (const auto& image : out.images) ::unlink(image.c_str());  // a stale chart must not pass the check below
-  const int status = run_program({gnuplot->string(), script_path.string()}, log_path);
-  LT_CHECK(status == 0, "plot: gnuplot failed (exit status {}) on {}:\n{}", status, script_path.string(),
-           read_file(log_path));
-  for (const auto& image : out.images) {
-    std::error_code error;
-    const auto size = fs::file_size(image, error);
-    LT_CHECK(!error && size > 0, "plot: gnuplot did not write {} (see {})", image.string(), log_path.string());
-  }
+  run_gnuplot(gnuplot, plots / "plots.gp", script, out.images, log_path);
   return out;
 }
 
