@@ -1,7 +1,8 @@
 // `longtune eval perplexity`: perplexity of a model (HF directory or checkpoint, RoPE scaling
 // overridable) over the documents of a prepared split or of a token file (one document per line),
 // for one or several window sizes in one run, with the PI paper's sliding-window protocol (or
-// plain chunks); one JSON line per window on stdout and, with --out, one JSON file. Also the plain
+// plain chunks); one JSON line per window on stdout and, with --out, one JSON file. Under a launcher
+// the documents are split over the ranks and the sums all-reduced (rank 0 reports). Also the plain
 // mode: a raw token file in consecutive windows scored as HF's model(ids, labels=ids).loss.
 // `longtune eval passkey` registers itself from cli_eval_passkey.cpp.
 #include <ATen/ATen.h>
@@ -24,6 +25,7 @@
 #include "trainer/device.h"
 #include "trainer/dist_env.h"
 #include "trainer/perplexity.h"
+#include "trainer/process_group.h"
 
 namespace longtune::cli {
 
@@ -80,13 +82,14 @@ EvalDocuments open_documents(const PerplexityArgs& args, const model::ModelConfi
 
 void run_document_perplexity(const PerplexityArgs& args) {
   LT_CHECK(args.mode == "sliding" || args.mode == "chunks", "--mode must be sliding or chunks, got '{}'", args.mode);
-  // Ranks would each score their share (evaluate_perplexity_partial) and all-reduce the partial
-  // sums; until the process group is wired here, one process scores everything rather than each
-  // rank printing a copy.
+  // Under a launcher every rank holds the model, scores the documents d with d % world == rank, and
+  // the partial sums are all-reduced; rank 0 prints and writes the result.
   const trainer::DistEnv env = trainer::read_dist_env();
-  LT_CHECK(!env.distributed(),
-           "eval perplexity: started as rank {} of {} ({}), but it runs as a single process; start it without the "
-           "launcher", env.rank, env.world_size, env.source);
+  const c10::Device device = trainer::pick_device(env.local_rank);
+  std::unique_ptr<trainer::ProcessGroup> group;
+  if (env.distributed())
+    group = trainer::ProcessGroup::create(env, device, trainer::Backend::kAuto, std::chrono::minutes(30));
+  const bool leader = env.rank == 0;
   model::Llama llama = load_model(args.model_dir, args.dtype, args.rope);
   const EvalDocuments docs = open_documents(args, llama->config());
   std::vector<int64_t> windows = args.windows;
@@ -100,8 +103,8 @@ void run_document_perplexity(const PerplexityArgs& args) {
   options.batch = args.batch;
   options.max_documents = args.max_documents;
   options.bos_id = docs.bos_id;
-  options.progress = !args.quiet;
-  llama->to(trainer::pick_device());
+  options.progress = !args.quiet && leader;
+  llama->to(device);
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
   LT_CHECK(args.stride_fraction >= 0 && args.stride_fraction < 1, "--stride-fraction must be in [0, 1), got {}",
            args.stride_fraction);
@@ -109,7 +112,20 @@ void run_document_perplexity(const PerplexityArgs& args) {
     options.window = w;
     if (args.stride_fraction > 0)
       options.stride = std::max<int64_t>(1, static_cast<int64_t>(args.stride_fraction * static_cast<double>(w)));
-    const trainer::PerplexityResult r = trainer::evaluate_perplexity(*llama, *docs.documents, options);
+    const auto start = std::chrono::steady_clock::now();
+    trainer::PerplexityPartial partial =
+        trainer::evaluate_perplexity_partial(*llama, *docs.documents, options, env.rank, env.world_size);
+    if (group) {
+      at::Tensor sums = at::tensor({partial.window_nll_sum, partial.windows, partial.token_nll_sum, partial.tokens,
+                                    partial.documents}, at::TensorOptions().dtype(at::kDouble)).to(device);
+      group->all_reduce_sum(sums).wait();
+      sums = sums.cpu();
+      partial = {sums[0].item<double>(), sums[1].item<double>(), sums[2].item<double>(), sums[3].item<double>(),
+                 sums[4].item<double>()};
+    }
+    trainer::PerplexityResult r = trainer::finalize_perplexity(partial);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!leader) continue;
     nlohmann::ordered_json result = {
         {"ppl", r.ppl},           {"mean_window_nll", r.mean_window_nll}, {"token_ppl", r.token_ppl},
         {"token_nll", r.token_nll}, {"windows", r.windows},               {"scored_tokens", r.scored_tokens},
@@ -121,8 +137,9 @@ void run_document_perplexity(const PerplexityArgs& args) {
     std::cout << result.dump() << std::endl;
     results.push_back(std::move(result));
   }
-  if (!args.out.empty()) {
+  if (!args.out.empty() && leader) {
     const nlohmann::ordered_json report = {{"model", args.model_dir},
+                                           {"ranks", env.world_size},
                                            {"rope_scaling", args.rope.empty() ? "model's own" : args.rope},
                                            {"documents", docs.description},
                                            {"protocol", args.mode == "sliding"

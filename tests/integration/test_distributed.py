@@ -235,6 +235,19 @@ def test_a_worker_killed_on_one_node_restarts_both_nodes(tmp_path, longtune, dat
     assert [r["loss"] for r in records(run_dir)] == [r["loss"] for r in records(four_ranks)]
 
 
+def test_perplexity_over_ranks_equals_one_process(tmp_path, longtune, data, single):
+    weights(longtune, single, tmp_path / "hf")
+    cmd = [longtune, "eval", "perplexity", "--model", str(tmp_path / "hf"), "--data", data["data"], "--split",
+           "validation", "--windows", "32,64", "--stride", "16", "--quiet"]
+    one = [json.loads(line) for line in run(cmd).stdout.splitlines() if line.startswith("{")]
+    out = run([launcher(longtune), "--standalone", "--nproc-per-node", "3", *cmd]).stdout
+    three = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(one) == len(three) == 2  # rank 0 alone prints
+    for a, b in zip(one, three):
+        assert a["windows"] == b["windows"] and a["scored_tokens"] == b["scored_tokens"]
+        assert abs(a["ppl"] - b["ppl"]) <= 1e-9 * a["ppl"] and abs(a["token_ppl"] - b["token_ppl"]) <= 1e-9 * a["token_ppl"]
+
+
 def workers_of(pid):
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(c) for c in children]
