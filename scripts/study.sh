@@ -63,7 +63,7 @@ EVAL_DTYPE=float32                # dtype of the evaluations
 DEVICE_NOTE="CPU"
 case "$variant" in
   ci)
-    PT_STEPS=600 PT_EVERY=300 FT_STEPS=60 FT_EVERY=20 EVAL_DOCS=1 PK_DISTANCES=16 PK_TRIALS=4 ;;
+    PT_STEPS=400 PT_EVERY=200 FT_STEPS=40 FT_EVERY=10 EVAL_DOCS=1 PK_DISTANCES=16 PK_TRIALS=4 ;;
   smoke)
     PT_STEPS=12 PT_EVERY=6 FT_STEPS=4 FT_EVERY=2 EVAL_DOCS=1 PK_DISTANCES=4 PK_TRIALS=1 DRILLS=50 ;;
   gpu)
@@ -117,7 +117,8 @@ with_drills() {  # the corpus, plus the drills as one more training book
   if [ ! -f "$OUT/study_corpus/train/90000.txt" ]; then
     rm -rf "$OUT/study_corpus.tmp"
     mkdir -p "$OUT/study_corpus.tmp"
-    cp -r "$OUT/corpus/train" "$OUT/corpus/validation" "$OUT/corpus/test" "$OUT/study_corpus.tmp/"
+    cp -r "$OUT/corpus/train" "$OUT/corpus/validation" "$OUT/corpus/test" "$OUT/corpus/metadata.csv" \
+      "$OUT/study_corpus.tmp/"
     "$LT" data passkey-drills --out "$OUT/study_corpus.tmp/train/90000.txt" --count "$DRILLS" \
       --max-filler-chars "$DRILL_FILLER" --seed 1
     rm -rf "$OUT/study_corpus"
