@@ -4,7 +4,7 @@
 #
 # Usage: scripts/study.sh [--ci | --smoke | --gpu] OUT_DIR
 #   (default) CPU, about 45 minutes on 2 cores: configs/study_cpu_{base,pi,ft}.yaml as written
-#   --ci      CPU, under 10 minutes: the same jobs with fewer steps, fewer test documents and trials
+#   --ci      CPU, about 8 minutes: the same jobs with fewer steps, one test document, fewer trials
 #   --smoke   CPU, about 2 minutes: a handful of steps; what the integration test runs (numbers mean nothing)
 #   --gpu     one CUDA GPU, under 10 minutes: configs/study_gpu_*.yaml, ~90M parameters, L = 512 -> L' = 4096
 # LONGTUNE_BIN=path/to/longtune skips the build and uses that binary.

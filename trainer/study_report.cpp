@@ -330,7 +330,8 @@ std::string study_markdown(const StudyData& s, const std::vector<ClaimVerdict>& 
 
 namespace {
 
-// The charts: PPL vs window, PPL vs steps, passkey accuracy vs distance (PI and FT).
+// The charts: PPL vs window, PPL vs steps, passkey accuracy (and key digits right, when recorded)
+// vs distance for PI and FT; returns their file names.
 std::vector<std::string> plot_study(const StudyData& s, const fs::path& out) {
   const int64_t L = s.L, Lp = s.long_window();
   const int64_t last = s.steps.back();
@@ -363,6 +364,8 @@ std::vector<std::string> plot_study(const StudyData& s, const fs::path& out) {
 
   const Gnuplot gnuplot = find_gnuplot(out / "gnuplot.log");
   const auto q = [&](const char* name) { return gnuplot_quoted(out / name); };
+  std::vector<std::string> window_tics;  // one x tic per evaluated window, on the log axis
+  for (const auto& [w, p] : s.base) window_tics.push_back(fmt::format("'{}' {}", w, w));
   std::string script = fmt::format("set terminal {}\nset grid\nset key top left\n", gnuplot.png_terminal);
   script += fmt::format(
       "set output {}\nset title 'test PPL by evaluation window (L = {}, L'' = {})'\nset xlabel 'window (tokens)'\n"
@@ -370,14 +373,7 @@ std::vector<std::string> plot_study(const StudyData& s, const fs::path& out) {
       "plot {} index 0 with linespoints pt 7 title 'base (L = {})', '' index 1 with linespoints pt 5 title 'PI, 0 "
       "steps', '' index 2 with linespoints pt 9 title 'PI, {} steps', '' index 3 with linespoints pt 11 title 'FT at "
       "L'', {} steps'\nunset logscale\nunset xtics\nset xtics\n",
-      q("ppl_vs_window.png"), L, Lp,
-      fmt::format("{}", fmt::join([&] {
-                    std::vector<std::string> tics;
-                    for (const auto& [w, p] : s.base) tics.push_back(fmt::format("'{}' {}", w, w));
-                    return tics;
-                  }(),
-                  ", ")),
-      q("ppl_vs_window.dat"), L, last, last);
+      q("ppl_vs_window.png"), L, Lp, fmt::join(window_tics, ", "), q("ppl_vs_window.dat"), L, last, last);
   script += fmt::format(
       "set output {}\nset title 'test PPL at L'' = {} by fine-tuning steps'\nset xlabel 'fine-tuning steps'\n"
       "set ylabel 'perplexity'\nset logscale y\nset key top right\n"
