@@ -4,7 +4,7 @@
 #
 # Usage: scripts/study.sh [--ci | --smoke | --gpu] OUT_DIR
 #   (default) CPU, about 45 minutes on 2 cores: configs/study_cpu_{base,pi,ft}.yaml as written
-#   --ci      CPU, under 10 minutes: the same jobs with fewer steps, fewer test documents and trials
+#   --ci      CPU, about 8 minutes: the same jobs with fewer steps, one test document, fewer trials
 #   --smoke   CPU, about 2 minutes: a handful of steps; what the integration test runs (numbers mean nothing)
 #   --gpu     one CUDA GPU, under 10 minutes: configs/study_gpu_*.yaml, ~90M parameters, L = 512 -> L' = 4096
 # LONGTUNE_BIN=path/to/longtune skips the build and uses that binary.
@@ -57,13 +57,13 @@ PT_STEPS=1600 PT_EVERY=300        # pretraining steps, checkpoint interval (extr
 FT_STEPS=200 FT_EVERY=50          # fine-tuning steps per method, checkpoint interval (Table 3/4 columns)
 EVAL_DOCS=3                       # test documents for perplexity (0: all)
 STRIDE_FRACTION=0.5               # sliding-window stride = W/2 for window W (see below)
-PK_DISTANCES=32 PK_TRIALS=10      # passkey grid and trials per distance
+PK_DISTANCES=32 PK_TRIALS=5       # passkey grid and trials per distance (the paper: 32 x 10)
 DRILLS=5000 DRILL_FILLER=200      # passkey drills in the train split, filler characters per drill at most
 EVAL_DTYPE=float32                # dtype of the evaluations
 DEVICE_NOTE="CPU"
 case "$variant" in
   ci)
-    PT_STEPS=600 PT_EVERY=300 FT_STEPS=60 FT_EVERY=20 EVAL_DOCS=1 PK_DISTANCES=16 PK_TRIALS=4 ;;
+    PT_STEPS=400 PT_EVERY=200 FT_STEPS=40 FT_EVERY=10 EVAL_DOCS=1 PK_DISTANCES=16 PK_TRIALS=4 ;;
   smoke)
     PT_STEPS=12 PT_EVERY=6 FT_STEPS=4 FT_EVERY=2 EVAL_DOCS=1 PK_DISTANCES=4 PK_TRIALS=1 DRILLS=50 ;;
   gpu)
@@ -117,7 +117,8 @@ with_drills() {  # the corpus, plus the drills as one more training book
   if [ ! -f "$OUT/study_corpus/train/90000.txt" ]; then
     rm -rf "$OUT/study_corpus.tmp"
     mkdir -p "$OUT/study_corpus.tmp"
-    cp -r "$OUT/corpus/train" "$OUT/corpus/validation" "$OUT/corpus/test" "$OUT/study_corpus.tmp/"
+    cp -r "$OUT/corpus/train" "$OUT/corpus/validation" "$OUT/corpus/test" "$OUT/corpus/metadata.csv" \
+      "$OUT/study_corpus.tmp/"
     "$LT" data passkey-drills --out "$OUT/study_corpus.tmp/train/90000.txt" --count "$DRILLS" \
       --max-filler-chars "$DRILL_FILLER" --seed 1
     rm -rf "$OUT/study_corpus"

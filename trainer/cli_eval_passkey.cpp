@@ -48,13 +48,15 @@ nlohmann::ordered_json to_json(const trainer::PasskeyResult& r, const PasskeyArg
   nlohmann::ordered_json distances = nlohmann::ordered_json::array();
   for (const auto& d : r.distances)
     distances.push_back({{"k", d.k}, {"mean_distance", d.mean_distance}, {"successes", d.successes},
-                         {"trials", d.trials}, {"accuracy", d.accuracy}});
+                         {"trials", d.trials}, {"accuracy", d.accuracy},
+                         {"digit_accuracy", d.digit_accuracy}});
   nlohmann::ordered_json out = {{"model", args.model_dir},
                                 {"rope_scaling", args.rope.empty() ? "model's own" : args.rope},
                                 {"length", r.length},
                                 {"k_max", r.k_max},
                                 {"threshold", args.options.threshold},
                                 {"mean_accuracy", r.mean_accuracy},
+                                {"mean_digit_accuracy", r.mean_digit_accuracy},
                                 {"seed", args.options.seed},
                                 {"seconds", r.seconds},
                                 {"distances", distances}};
@@ -64,7 +66,7 @@ nlohmann::ordered_json to_json(const trainer::PasskeyResult& r, const PasskeyArg
       trials.push_back({{"target_distance", t.target_distance}, {"distance", t.distance}, {"key", t.key},
                         {"prefix_chars", t.prefix_chars}, {"suffix_chars", t.suffix_chars},
                         {"prompt_tokens", t.prompt_tokens}, {"generated", t.generated}, {"output", t.output},
-                        {"success", t.success}});
+                        {"success", t.success}, {"digit_accuracy", t.digit_accuracy}});
     out["trials"] = trials;
   }
   return out;
@@ -74,8 +76,9 @@ void plot_accuracy(const trainer::PasskeyResult& r, const fs::path& png, const s
   const fs::path base = png.parent_path().empty() ? fs::path(".") : png.parent_path();
   fs::create_directories(base);
   const fs::path dat = fs::path(png).replace_extension(".dat"), log = fs::path(png).replace_extension(".log");
-  std::string text = "# k mean_distance accuracy\n";
-  for (const auto& d : r.distances) text += fmt::format("{} {} {}\n", d.k, d.mean_distance, d.accuracy);
+  std::string text = "# k mean_distance accuracy digit_accuracy\n";
+  for (const auto& d : r.distances)
+    text += fmt::format("{} {} {} {}\n", d.k, d.mean_distance, d.accuracy, d.digit_accuracy);
   write_file_atomic(dat, text);
   const trainer::Gnuplot gnuplot = trainer::find_gnuplot(log);
   const std::string script = fmt::format(
@@ -83,8 +86,8 @@ void plot_accuracy(const trainer::PasskeyResult& r, const fs::path& png, const s
       "set title 'passkey retrieval{}: L'' = {}, k_max = {}'\n"
       "set xlabel 'distance of the key from the end of the prompt k (tokens)'\nset ylabel 'accuracy'\n"
       "set yrange [-0.05:1.05]\nset xrange [0:{}]\n"
-      "plot {} using 1:3 with linespoints pt 7 ps 0.8 lw 1.5 title 'accuracy', {} with lines dt 2 title "
-      "'20% threshold'\nunset output\n",
+      "plot {} using 1:3 with linespoints pt 7 ps 0.8 lw 1.5 title 'accuracy', '' using 1:4 with linespoints pt 6 "
+      "ps 0.8 dt 3 title 'key digits right (diagnostic)', {} with lines dt 2 title '20% threshold'\nunset output\n",
       gnuplot.png_terminal, trainer::gnuplot_quoted(png), label.empty() ? "" : " (" + label + ")", r.length, r.k_max,
       r.length, trainer::gnuplot_quoted(dat), 0.2);
   trainer::run_gnuplot(gnuplot, fs::path(png).replace_extension(".gp"), script, {png}, log);

@@ -47,6 +47,15 @@ int64_t passkey_k_max(const std::vector<int64_t>& distances, const std::vector<d
   return k_max;
 }
 
+double passkey_digit_accuracy(int64_t key, const std::optional<int64_t>& answer) {
+  const std::string expected = std::to_string(key);
+  if (!answer) return 0;
+  const std::string got = std::to_string(*answer);
+  int64_t right = 0;
+  for (size_t i = 0; i < expected.size() && i < got.size(); ++i) right += expected[i] == got[i] ? 1 : 0;
+  return static_cast<double>(right) / static_cast<double>(expected.size());
+}
+
 PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& tokenizer,
                                const PasskeyOptions& options) {
   const auto start = std::chrono::steady_clock::now();
@@ -62,7 +71,7 @@ PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& t
   const int64_t total = static_cast<int64_t>(grid.size()) * options.trials;
   std::vector<double> accuracy;
   for (size_t g = 0; g < grid.size(); ++g) {
-    PasskeyDistance at_k{grid[g], 0, 0, options.trials, 0};
+    PasskeyDistance at_k{grid[g], 0, 0, options.trials, 0, 0};
     std::optional<PasskeyPrompt> previous;  // the filler lengths of the last key at this distance
     for (int64_t t = 0; t < options.trials; ++t) {
       PasskeyTrial trial;
@@ -82,6 +91,8 @@ PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& t
       trial.output = tokenizer.decode(text_ids);
       const std::optional<int64_t> answer = parse_passkey_answer(trial.output);
       trial.success = answer.has_value() && *answer == trial.key;
+      trial.digit_accuracy = passkey_digit_accuracy(trial.key, answer);
+      at_k.digit_accuracy += trial.digit_accuracy / static_cast<double>(options.trials);
       at_k.successes += trial.success ? 1 : 0;
       at_k.mean_distance += static_cast<double>(trial.distance) / static_cast<double>(options.trials);
       result.trials.push_back(std::move(trial));
@@ -94,6 +105,7 @@ PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& t
     at_k.accuracy = static_cast<double>(at_k.successes) / static_cast<double>(at_k.trials);
     accuracy.push_back(at_k.accuracy);
     result.mean_accuracy += at_k.accuracy / static_cast<double>(grid.size());
+    result.mean_digit_accuracy += at_k.digit_accuracy / static_cast<double>(grid.size());
     result.distances.push_back(at_k);
   }
   progress.finish();

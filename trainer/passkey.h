@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,7 @@ struct PasskeyTrial {
   std::vector<int64_t> generated;  // greedy ids (EOS included if produced)
   std::string output;              // decoded text of `generated` without EOS
   bool success = false;
+  double digit_accuracy = 0;       // key digits the answer has right, position by position (a diagnostic)
 };
 
 struct PasskeyDistance {
@@ -45,6 +47,7 @@ struct PasskeyDistance {
   int64_t successes = 0;
   int64_t trials = 0;
   double accuracy = 0;
+  double digit_accuracy = 0;  // mean over the trials
 };
 
 struct PasskeyResult {
@@ -53,6 +56,7 @@ struct PasskeyResult {
   std::vector<PasskeyTrial> trials;
   int64_t k_max = 0;  // 0: even the smallest k fails
   double mean_accuracy = 0;
+  double mean_digit_accuracy = 0;
   double seconds = 0;
 };
 
@@ -67,6 +71,11 @@ int64_t passkey_key(uint64_t seed, int64_t grid_index, int64_t trial, int64_t di
 // accuracy per distance); 0 when the first fails. Throws on mismatched or unsorted input.
 int64_t passkey_k_max(const std::vector<int64_t>& distances, const std::vector<double>& accuracy,
                       double threshold = 0.2);
+
+// The fraction of `key`'s decimal digits that `answer` (the first integer of the output, if any)
+// has at the same position: 1 for the key itself, about 0.1 for a random number of as many digits.
+// Not the paper's metric: it shows partial retrieval where exact retrieval fails.
+double passkey_digit_accuracy(int64_t key, const std::optional<int64_t>& answer);
 
 // Runs every trial on the model's device. The tokenizer must be the one the model was trained with.
 PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& tokenizer,

@@ -51,8 +51,11 @@ PasskeySummary read_passkey(const fs::path& path) {
   PasskeySummary out;
   out.k_max = field<int64_t>(report, "k_max", path);
   out.mean_accuracy = field<double>(report, "mean_accuracy", path);
-  for (const auto& d : field<nlohmann::json>(report, "distances", path))
+  for (const auto& d : field<nlohmann::json>(report, "distances", path)) {
     out.accuracy.emplace_back(field<int64_t>(d, "k", path), field<double>(d, "accuracy", path));
+    if (d.contains("digit_accuracy"))
+      out.digit_accuracy.emplace_back(field<int64_t>(d, "k", path), field<double>(d, "digit_accuracy", path));
+  }
   return out;
 }
 
@@ -69,6 +72,17 @@ std::string num(double value) {
 }
 
 }  // namespace
+
+double PasskeySummary::digits_beyond(int64_t beyond) const {
+  double sum = 0;
+  int64_t n = 0;
+  for (const auto& [k, acc] : digit_accuracy)
+    if (k > beyond) {
+      sum += acc;
+      ++n;
+    }
+  return n > 0 ? sum / static_cast<double>(n) : std::nan("");
+}
 
 StudyData load_study(const fs::path& dir) {
   const fs::path index = dir / "study.json";
@@ -176,10 +190,22 @@ std::vector<ClaimVerdict> judge_claims(const StudyData& s) {
       pairs.push_back(fmt::format("{}: FT {} / PI {}", step, num(ft), num(pi)));
     }
     const int64_t last = s.steps.back();
-    const int64_t k_pi = s.pi_passkey.at(last).k_max, k_ft = s.ft_passkey.at(last).k_max;
+    const PasskeySummary &pk_pi = s.pi_passkey.at(last), &pk_ft = s.ft_passkey.at(last);
+    const int64_t k_pi = pk_pi.k_max, k_ft = pk_ft.k_max;
     const bool ppl_slow = ft_worse == static_cast<int64_t>(s.steps.size());
-    const bool passkey_informative = k_pi > 0 || k_ft > 0;
-    const bool passkey_slow = passkey_informative && k_ft < k_pi;
+    // Exact retrieval decides; where neither model retrieves a single key, the key digits right at
+    // k > L (a diagnostic of partial retrieval) stand in, if recorded.
+    const bool exact = k_pi > 0 || k_ft > 0;
+    const double digits_pi = pk_pi.digits_beyond(L), digits_ft = pk_ft.digits_beyond(L);
+    const bool digits = !exact && std::isfinite(digits_pi) && std::isfinite(digits_ft);
+    const bool passkey_informative = exact || digits;
+    const bool passkey_slow = exact ? k_ft < k_pi : digits && digits_ft < digits_pi;
+    std::string passkey_text = fmt::format("passkey k_max after {} steps: FT {} / PI {}", last, k_ft, k_pi);
+    if (digits)
+      passkey_text += fmt::format(" (no exact retrieval; key digits right at k > L: FT {:.0f}% / PI {:.0f}%)",
+                                  100 * digits_ft, 100 * digits_pi);
+    else if (!exact)
+      passkey_text += " (neither retrieves: the passkey part says nothing)";
     std::string verdict;
     if (passkey_informative)
       verdict = ppl_slow && passkey_slow ? "agrees" : ppl_slow || passkey_slow ? "partly agrees" : "disagrees";
@@ -187,12 +213,9 @@ std::vector<ClaimVerdict> judge_claims(const StudyData& s) {
       verdict = ppl_slow ? "partly agrees" : "disagrees";
     out.push_back({"Direct fine-tuning at L' adapts slowly",
                    "FT: 7.69 at 8192 after 10000 steps vs PI 6.95 after 1000; FT k_max 1792..2560 vs PI 8192 (Tables 1, 4)",
-                   fmt::format("PPL at L' by step ({}); passkey k_max after {} steps: FT {} / PI {}{}",
-                               fmt::join(pairs, "; "), last, k_ft, k_pi,
-                               passkey_informative ? "" : " (neither retrieves: the passkey part says nothing)"),
-                   verdict,
-                   "agrees if FT's PPL at L' is above PI's at every step count and FT's final k_max is below PI's; "
-                   "partly if one holds (or only the PPL part when neither model retrieves)"});
+                   fmt::format("PPL at L' by step ({}); {}", fmt::join(pairs, "; "), passkey_text), verdict,
+                   "agrees if FT's PPL at L' is above PI's at every step count and FT's final k_max is below PI's "
+                   "(without exact retrieval: fewer key digits right at k > L); partly if one holds"});
   }
   return out;
 }
@@ -267,6 +290,17 @@ std::string study_markdown(const StudyData& s, const std::vector<ClaimVerdict>& 
       md += fmt::format(" {} ({:.0f}%) |", series->at(step).k_max, 100 * series->at(step).mean_accuracy);
     md += "\n";
   }
+  if (!s.pi_passkey.at(0).digit_accuracy.empty()) {
+    for (const auto& [name, series] : {std::pair<std::string, const std::map<int64_t, PasskeySummary>*>{
+                                           "PI, key digits right at k > L", &s.pi_passkey},
+                                       {"FT, key digits right at k > L", &s.ft_passkey}}) {
+      md += "| " + name + " |";
+      for (int64_t step : all_steps) md += fmt::format(" {:.0f}% |", 100 * series->at(step).digits_beyond(L));
+      md += "\n";
+    }
+    md += "\nKey digits right: the share of the key's 5 digits that the answer has at the right place (a random "
+          "number scores about 10%); a diagnostic of partial retrieval, not the paper's metric.\n";
+  }
   md += "\nFT at step 0 is the base model itself (no PI) reading L'.\n";
 
   if (!s.base_pretrain.empty()) {
@@ -296,7 +330,8 @@ std::string study_markdown(const StudyData& s, const std::vector<ClaimVerdict>& 
 
 namespace {
 
-// The charts: PPL vs window, PPL vs steps, passkey accuracy vs distance (PI and FT).
+// The charts: PPL vs window, PPL vs steps, passkey accuracy (and key digits right, when recorded)
+// vs distance for PI and FT; returns their file names.
 std::vector<std::string> plot_study(const StudyData& s, const fs::path& out) {
   const int64_t L = s.L, Lp = s.long_window();
   const int64_t last = s.steps.back();
@@ -315,16 +350,22 @@ std::vector<std::string> plot_study(const StudyData& s, const fs::path& out) {
     steps_dat += "\n\n";
   }
   write_file_atomic(out / "ppl_vs_steps.dat", steps_dat);
-  std::string passkey_dat = "# k accuracy; blocks: PI at each step, then FT at each step\n";
+  std::string passkey_dat = "# k accuracy key_digits_right; blocks: PI at each step, then FT at each step\n";
   for (const auto* series : {&s.pi_passkey, &s.ft_passkey})
     for (const auto& [step, summary] : *series) {
-      for (const auto& [k, acc] : summary.accuracy) passkey_dat += fmt::format("{} {}\n", k, acc);
+      for (size_t i = 0; i < summary.accuracy.size(); ++i) {
+        const double digits = i < summary.digit_accuracy.size() ? summary.digit_accuracy[i].second : std::nan("");
+        passkey_dat += fmt::format("{} {} {}\n", summary.accuracy[i].first, summary.accuracy[i].second,
+                                   std::isfinite(digits) ? fmt::format("{}", digits) : std::string("NaN"));
+      }
       passkey_dat += "\n\n";
     }
   write_file_atomic(out / "passkey.dat", passkey_dat);
 
   const Gnuplot gnuplot = find_gnuplot(out / "gnuplot.log");
   const auto q = [&](const char* name) { return gnuplot_quoted(out / name); };
+  std::vector<std::string> window_tics;  // one x tic per evaluated window, on the log axis
+  for (const auto& [w, p] : s.base) window_tics.push_back(fmt::format("'{}' {}", w, w));
   std::string script = fmt::format("set terminal {}\nset grid\nset key top left\n", gnuplot.png_terminal);
   script += fmt::format(
       "set output {}\nset title 'test PPL by evaluation window (L = {}, L'' = {})'\nset xlabel 'window (tokens)'\n"
@@ -332,14 +373,7 @@ std::vector<std::string> plot_study(const StudyData& s, const fs::path& out) {
       "plot {} index 0 with linespoints pt 7 title 'base (L = {})', '' index 1 with linespoints pt 5 title 'PI, 0 "
       "steps', '' index 2 with linespoints pt 9 title 'PI, {} steps', '' index 3 with linespoints pt 11 title 'FT at "
       "L'', {} steps'\nunset logscale\nunset xtics\nset xtics\n",
-      q("ppl_vs_window.png"), L, Lp,
-      fmt::format("{}", fmt::join([&] {
-                    std::vector<std::string> tics;
-                    for (const auto& [w, p] : s.base) tics.push_back(fmt::format("'{}' {}", w, w));
-                    return tics;
-                  }(),
-                  ", ")),
-      q("ppl_vs_window.dat"), L, last, last);
+      q("ppl_vs_window.png"), L, Lp, fmt::join(window_tics, ", "), q("ppl_vs_window.dat"), L, last, last);
   script += fmt::format(
       "set output {}\nset title 'test PPL at L'' = {} by fine-tuning steps'\nset xlabel 'fine-tuning steps'\n"
       "set ylabel 'perplexity'\nset logscale y\nset key top right\n"
@@ -348,24 +382,30 @@ std::vector<std::string> plot_study(const StudyData& s, const fs::path& out) {
       "unset logscale\n",
       q("ppl_vs_steps.png"), Lp, q("ppl_vs_steps.dat"), s.factor, ppl_at(s.base, L, "base"), L,
       ppl_at(s.base, Lp, "base"));
-  int64_t index = 0;
-  for (const auto& [name, series] :
-       {std::pair<std::string, const std::map<int64_t, PasskeySummary>*>{"pi", &s.pi_passkey}, {"ft", &s.ft_passkey}}) {
-    std::vector<std::string> lines;
-    for (const auto& [step, summary] : *series)
-      lines.push_back(fmt::format("{} index {} with linespoints title '{} steps (k_max {})'", q("passkey.dat"),
-                                  index++, step, summary.k_max));
-    script += fmt::format(
-        "set output {}\nset title 'passkey accuracy at L'' = {}: {}'\nset xlabel 'distance of the key from the end "
-        "k (tokens)'\nset ylabel 'accuracy'\nset yrange [-0.05:1.05]\nset xrange [0:{}]\nset key bottom left\n"
-        "plot {}\nset autoscale\n",
-        fmt::format("{}", gnuplot_quoted(out / fmt::format("passkey_{}.png", name))), Lp,
-        name == "pi" ? fmt::format("PI x{}", s.factor) : std::string("direct fine-tuning"), Lp,
-        fmt::join(lines, ", "));
+  const bool with_digits = !s.pi_passkey.at(0).digit_accuracy.empty();
+  std::vector<std::string> names = {"ppl_vs_window.png", "ppl_vs_steps.png"};
+  for (const auto& [column, what] : {std::pair<int, std::string>{2, "accuracy"}, {3, "key digits right"}}) {
+    if (column == 3 && !with_digits) break;
+    int64_t index = 0;
+    for (const auto& [name, series] : {std::pair<std::string, const std::map<int64_t, PasskeySummary>*>{
+                                           "pi", &s.pi_passkey},
+                                       {"ft", &s.ft_passkey}}) {
+      std::vector<std::string> lines;
+      for (const auto& [step, summary] : *series)
+        lines.push_back(fmt::format("{} index {} using 1:{} with linespoints title '{} steps (k_max {})'",
+                                    q("passkey.dat"), index++, column, step, summary.k_max));
+      const std::string png = fmt::format("passkey_{}{}.png", column == 3 ? "digits_" : "", name);
+      script += fmt::format(
+          "set output {}\nset title 'passkey {} at L'' = {}: {}'\nset xlabel 'distance of the key from the end "
+          "k (tokens)'\nset ylabel '{}'\nset yrange [-0.05:1.05]\nset xrange [0:{}]\nset key top right\n"
+          "set arrow 1 from {},-0.05 to {},1.05 nohead dt 2\nplot {}\nunset arrow 1\nset autoscale\n",
+          gnuplot_quoted(out / png), what, Lp,
+          name == "pi" ? fmt::format("PI x{}", s.factor) : std::string("direct fine-tuning"), what, Lp, L, L,
+          fmt::join(lines, ", "));
+      names.push_back(png);
+    }
   }
   script += "unset output\n";
-  const std::vector<std::string> names = {"ppl_vs_window.png", "ppl_vs_steps.png", "passkey_pi.png",
-                                          "passkey_ft.png"};
   std::vector<fs::path> images;
   for (const auto& n : names) images.push_back(out / n);
   run_gnuplot(gnuplot, out / "study.gp", script, images, out / "gnuplot.log");

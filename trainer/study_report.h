@@ -27,7 +27,11 @@ namespace longtune::trainer {
 struct PasskeySummary {
   int64_t k_max = 0;
   double mean_accuracy = 0;
-  std::vector<std::pair<int64_t, double>> accuracy;  // (k, accuracy) ascending in k
+  std::vector<std::pair<int64_t, double>> accuracy;        // (k, accuracy) ascending in k
+  std::vector<std::pair<int64_t, double>> digit_accuracy;  // (k, key digits right), when recorded
+
+  // Mean fraction of key digits right over the distances k > `beyond` (NaN if not recorded).
+  double digits_beyond(int64_t beyond) const;
 };
 
 using PplByWindow = std::map<int64_t, double>;  // window -> the paper's PPL

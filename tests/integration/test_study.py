@@ -37,7 +37,8 @@ def test_smoke_study_writes_the_report(tmp_path, longtune):
     for part in ["## Table 1 in miniature", "## Table 3 in miniature", "## Table 4 in miniature",
                  "| pretrain |", "retrieval drills"]:
         assert part in report
-    for png in ["ppl_vs_window.png", "ppl_vs_steps.png", "passkey_pi.png", "passkey_ft.png"]:
+    for png in ["ppl_vs_window.png", "ppl_vs_steps.png", "passkey_pi.png", "passkey_ft.png",
+                "passkey_digits_pi.png", "passkey_digits_ft.png"]:
         assert (out / "report" / png).stat().st_size > 1000, png
     phases = [line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()]
     assert phases == ["corpus", "drills", "prepare_data", "pretrain", "finetune_pi", "finetune_ft",

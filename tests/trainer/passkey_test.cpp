@@ -36,6 +36,15 @@ TEST(Passkey, KMaxIsTheLargestKWithEveryShorterKAtThreshold) {
   testing::expect_error([] { passkey_k_max({2, 1}, {1.0, 1.0}); }, {"ascend"});
 }
 
+TEST(Passkey, DigitAccuracyComparesPositions) {
+  EXPECT_DOUBLE_EQ(passkey_digit_accuracy(12345, 12345), 1.0);
+  EXPECT_DOUBLE_EQ(passkey_digit_accuracy(12345, 12395), 0.8);
+  EXPECT_DOUBLE_EQ(passkey_digit_accuracy(12345, 54321), 0.2);  // the middle 3
+  EXPECT_DOUBLE_EQ(passkey_digit_accuracy(12345, 123), 0.6);     // a shorter answer: its digits only
+  EXPECT_DOUBLE_EQ(passkey_digit_accuracy(12345, 1234567), 1.0);  // right digits, yet no success
+  EXPECT_DOUBLE_EQ(passkey_digit_accuracy(12345, std::nullopt), 0.0);
+}
+
 TEST(Passkey, KeysAreSeededFiveDigitNumbers) {
   std::set<int64_t> keys;
   for (int64_t g = 0; g < 32; ++g)
@@ -84,6 +93,7 @@ TEST(Passkey, EvaluatesATinyModelReproducibly) {
     EXPECT_GE(t.prompt_tokens, 110);  // filled to the length (a filler token is a few characters)
     EXPECT_LE(t.generated.size(), 3u);
     EXPECT_EQ(t.success, parse_passkey_answer(t.output) == t.key);
+    EXPECT_EQ(t.digit_accuracy, passkey_digit_accuracy(t.key, parse_passkey_answer(t.output)));
     if (t.target_distance >= 60) {
       EXPECT_LE(t.distance, t.target_distance);
     }

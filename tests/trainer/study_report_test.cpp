@@ -22,12 +22,12 @@ std::string ppl_json(const std::map<int64_t, double>& ppl) {
   return nlohmann::json{{"results", results}}.dump();
 }
 
-std::string passkey_json(int64_t k_max, double acc_short, double acc_long) {
+std::string passkey_json(int64_t k_max, double acc_short, double acc_long, double digits_long = 0.5) {
   nlohmann::json d = nlohmann::json::array();
-  d.push_back({{"k", 64}, {"accuracy", acc_short}});
-  d.push_back({{"k", 128}, {"accuracy", acc_short}});
-  d.push_back({{"k", 256}, {"accuracy", acc_long}});
-  d.push_back({{"k", 512}, {"accuracy", acc_long}});
+  d.push_back({{"k", 64}, {"accuracy", acc_short}, {"digit_accuracy", 1.0}});
+  d.push_back({{"k", 128}, {"accuracy", acc_short}, {"digit_accuracy", 1.0}});
+  d.push_back({{"k", 256}, {"accuracy", acc_long}, {"digit_accuracy", digits_long}});
+  d.push_back({{"k", 512}, {"accuracy", acc_long}, {"digit_accuracy", digits_long}});
   return nlohmann::json{{"k_max", k_max}, {"mean_accuracy", (acc_short + acc_long) / 2}, {"distances", d}}.dump();
 }
 
@@ -38,6 +38,7 @@ struct FakeStudy {
   std::vector<double> pi = {19, 18, 17, 16};     // at L' after 10, 20, 30, 40 steps
   std::vector<double> ft = {60, 40, 30, 25};
   int64_t pi_kmax = 512, ft_kmax = 128;
+  double pi_digits = 0.9, ft_digits = 0.2;  // key digits right at k > L after fine-tuning
 
   void write(const testing::TempDir& dir) const {
     dir.write("study.json", R"({"variant": "test", "L": 128, "factor": 4, "steps": [10, 20, 30, 40],
@@ -52,8 +53,8 @@ struct FakeStudy {
       const int64_t step = 10 * static_cast<int64_t>(i + 1);
       dir.write("eval/pi_step_" + std::to_string(step) + ".json", ppl_json({{128, 21}, {256, 19}, {512, pi[i]}}));
       dir.write("eval/ft_step_" + std::to_string(step) + ".json", ppl_json({{128, 22}, {256, 30}, {512, ft[i]}}));
-      dir.write("passkey/pi_step_" + std::to_string(step) + ".json", passkey_json(pi_kmax, 1.0, 1.0));
-      dir.write("passkey/ft_step_" + std::to_string(step) + ".json", passkey_json(ft_kmax, 1.0, 0.0));
+      dir.write("passkey/pi_step_" + std::to_string(step) + ".json", passkey_json(pi_kmax, 1.0, 1.0, pi_digits));
+      dir.write("passkey/ft_step_" + std::to_string(step) + ".json", passkey_json(ft_kmax, 1.0, 0.0, ft_digits));
     }
     dir.write("timings.tsv", "pretrain\t100.25\nevaluate\t20\n");
   }
@@ -93,9 +94,11 @@ TEST(StudyReport, VerdictRules) {
   EXPECT_EQ(verdicts(ft_fast)[3], "partly agrees");
   ft_fast.ft_kmax = 512;
   EXPECT_EQ(verdicts(ft_fast)[3], "disagrees");
-  FakeStudy no_retrieval;  // neither retrieves: only the PPL part speaks
+  FakeStudy no_retrieval;  // neither retrieves exactly: the key digits right beyond L decide
   no_retrieval.pi_kmax = 0;
   no_retrieval.ft_kmax = 0;
+  EXPECT_EQ(verdicts(no_retrieval)[3], "agrees");
+  no_retrieval.ft_digits = 0.95;
   EXPECT_EQ(verdicts(no_retrieval)[3], "partly agrees");
 }
 
@@ -108,7 +111,8 @@ TEST(StudyReport, MarkdownHoldsTheTablesAndCharts) {
   EXPECT_EQ(study.base_pretrain.size(), 2u);
   const std::string md = study_markdown(study, judge_claims(study), {"a.png"});
   for (const char* part : {"| base (L = 128) | 20.00 | 200.00 | 5000.00 |", "| PI | 512 | 45.00 | 19.00 | 18.00 |",
-                           "| FT | 512 | 5000.00 | 60.00 |", "| PI | 512 (75%) | 512 (100%) |", "| 100 | 30.00 | 90.00 | 3.00 |",
+                           "| FT | 512 | 5000.00 | 60.00 |", "| PI | 512 (75%) | 512 (100%) |",
+                           "| FT, key digits right at k > L | 50% | 20% |", "| 100 | 30.00 | 90.00 | 3.00 |",
                            "![a.png](a.png)", "| total | 120 |", "| model | tiny |", "**agrees**"})
     EXPECT_NE(md.find(part), std::string::npos) << part << "\n" << md;
 
@@ -119,7 +123,8 @@ TEST(StudyReport, MarkdownHoldsTheTablesAndCharts) {
   if (!gnuplot) GTEST_SKIP() << "gnuplot is not installed";
   const fs::path md_path = write_study_report(dir.path());
   EXPECT_EQ(md_path, dir.path() / "report" / "study.md");
-  for (const char* png : {"ppl_vs_window.png", "ppl_vs_steps.png", "passkey_pi.png", "passkey_ft.png"})
+  for (const char* png : {"ppl_vs_window.png", "ppl_vs_steps.png", "passkey_pi.png", "passkey_ft.png",
+                          "passkey_digits_pi.png", "passkey_digits_ft.png"})
     EXPECT_GT(fs::file_size(dir.path() / "report" / png), 1000u) << png;
 }
 
