@@ -206,7 +206,13 @@ INSTANTIATE_TEST_SUITE_P(Modes, ShardedMatchesSingleProcess,
                                            Case{3, Sharding::kFullShard, false, true, true},
                                            Case{4, Sharding::kShardGradOp, false, false, false},
                                            Case{3, Sharding::kNoShard, false, false, false},
-                                           Case{2, Sharding::kNoShard, true, true, true}));
+                                           Case{2, Sharding::kNoShard, true, true, true}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           const Case& c = info.param;
+                           return "world" + std::to_string(c.world) + "_" + to_string(c.mode) +
+                                  (c.checkpointing ? "_checkpointing" : "") + (c.tied ? "_tied" : "") +
+                                  (c.prefetch ? "_prefetch" : "");
+                         });
 
 // The NCCL path on one GPU (world size 1, as a one-GPU launch runs it): same gradients as the
 // unsharded model on that GPU.
