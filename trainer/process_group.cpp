@@ -99,8 +99,9 @@ class C10dProcessGroup final : public ProcessGroup {
       }
       return values;
     } catch (const std::exception& e) {
-      LT_FAIL("rank {}: exchanging '{}' through the rendezvous store failed (a rank died or stalled?): {}",
-              env_.rank, key, first_line(e.what()));
+      LT_FAIL("rank {}: exchanging '{}' through the rendezvous store failed (another rank died, stalled past the "
+              "collective timeout of {} s, or diverged): {}", env_.rank, key, timeout_.count() / 1000,
+              first_line(e.what()));
     }
   }
 
