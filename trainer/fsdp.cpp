@@ -261,6 +261,12 @@ std::function<void(at::Tensor&)> ShardedParameters::grad_norm_reduction() const 
 
 // ---- state ----
 
+size_t ShardedParameters::unit_named(const std::string& name) const {
+  for (size_t u = 0; u < layout_.size(); ++u)
+    if (layout_[u].name == name) return u;
+  LT_FAIL("sharding: no unit named '{}'", name);
+}
+
 std::vector<std::pair<std::string, at::Tensor>> ShardedParameters::full_state() const {
   torch::NoGradGuard no_grad;
   std::vector<std::pair<std::string, at::Tensor>> state;
@@ -307,10 +313,7 @@ void ShardedParameters::save_state(CheckpointWriter& writer, const AdamW& optimi
           continue;
         }
         const size_t slash = name.find('/');
-        const size_t u = static_cast<size_t>(std::distance(
-            master_.begin(), std::find_if(master_.begin(), master_.end(),
-                                          [&](const auto& m) { return m.first == name.substr(slash + 1); })));
-        for (const FlatParam& p : layout_[u].params)
+        for (const FlatParam& p : layout_[unit_named(name.substr(slash + 1))].params)
           moments.emplace_back(name.substr(0, slash) + "/" + p.name, value.narrow(0, p.offset, p.numel).view(p.shape));
       }
       writer.put_tensors("optimizer", moments);
@@ -343,9 +346,7 @@ void ShardedParameters::load_state(const CheckpointReader& reader, AdamW& optimi
   const int rank = sharded() ? group_.rank() : 0;
   // This rank's shard of a unit's `kind`, padded with zeros past the end of the flat vector.
   auto shard_of = [&](const std::string& kind, const std::string& unit_name) {
-    size_t u = 0;
-    while (u < layout_.size() && layout_[u].name != unit_name) ++u;
-    LT_CHECK(u < layout_.size(), "checkpoint: the optimizer names an unknown unit '{}'", unit_name);
+    const size_t u = unit_named(unit_name);
     const FlatUnit& flat = layout_[u];
     const int64_t begin = flat.shard_begin(rank, world_), end = flat.shard_end(rank, world_);
     at::Tensor shard = at::zeros({units_[u]->shard}, at::TensorOptions().dtype(master_dtype_));

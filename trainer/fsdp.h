@@ -77,6 +77,7 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   void on_gradient_ready(int64_t unit);
   void reduce_gradients(Unit& unit);
   bool sharded() const { return mode_ != Sharding::kNoShard; }
+  size_t unit_named(const std::string& name) const;  // index into layout_; throws if unknown
 
   model::LlamaImpl& model_;
   Sharding mode_;

@@ -84,8 +84,15 @@ at::Tensor CheckpointTensors::whole(const std::string& kind, const std::string& 
   check_kind(kind);
   if (!sharded()) return reader_.tensor(part_of(kind), tensor_of(kind, param));
   for (size_t u = 0; u < layout_.size(); ++u)
-    for (const FlatParam& p : layout_[u].params)
-      if (p.name == param) return flat_range(kind, u, p.offset, p.offset + p.numel).view(p.shape);
+    for (const FlatParam& p : layout_[u].params) {
+      if (p.name != param) continue;
+      if (!cached_flat_.defined() || cached_kind_ != kind || cached_unit_ != u) {
+        cached_flat_ = flat_range(kind, u, 0, layout_[u].numel);  // (numel,)
+        cached_kind_ = kind;
+        cached_unit_ = u;
+      }
+      return cached_flat_.narrow(0, p.offset, p.numel).view(p.shape).clone();
+    }
   LT_FAIL("checkpoint {}: no parameter '{}' in the sharding layout", reader_.directory().string(), param);
 }
 

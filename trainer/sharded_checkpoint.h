@@ -47,6 +47,11 @@ class CheckpointTensors {
   const CheckpointReader& reader_;
   std::vector<FlatUnit> layout_;
   int saved_world_ = 0;  // 0: whole layout
+  // The last whole unit whole() put together from shards: parameters are asked for in unit order,
+  // so each unit's shards are read once, and no more than one unit is held.
+  mutable std::string cached_kind_;
+  mutable size_t cached_unit_ = 0;
+  mutable at::Tensor cached_flat_;
 };
 
 }  // namespace longtune::trainer
