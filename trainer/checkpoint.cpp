@@ -17,7 +17,7 @@
 #include "common/file_io.h"
 #include "common/log.h"
 #include "model/safetensors.h"
-#include "trainer/process_group.h"
+#include "dist/process_group.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -245,7 +245,7 @@ CheckpointManager::CheckpointManager(fs::path run_dir, int64_t keep_last)
 }
 
 fs::path CheckpointManager::save(int64_t step, const std::map<std::string, const Stateful*>& parts,
-                                 ProcessGroup* group) {
+                                 dist::ProcessGroup* group) {
   LT_CHECK(step >= 0, "checkpoint: step must be >= 0, got {}", step);
   const bool leader = group == nullptr || group->rank() == 0;
   const std::string call = fmt::format("checkpoint/{}/{}", step, collective_calls_++);
@@ -439,7 +439,7 @@ std::optional<fs::path> CheckpointManager::find_resume(const std::string& resume
   return directory;
 }
 
-std::optional<fs::path> CheckpointManager::find_resume(const std::string& resume, ProcessGroup& group) const {
+std::optional<fs::path> CheckpointManager::find_resume(const std::string& resume, dist::ProcessGroup& group) const {
   const std::string call = fmt::format("checkpoint/resume/{}", collective_calls_);
   std::string choice, failure;
   if (group.rank() == 0) {

@@ -23,9 +23,12 @@ namespace longtune::model {
 class SafetensorsFile;
 }
 
+namespace longtune::dist {
+class ProcessGroup;
+}
+
 namespace longtune::trainer {
 
-class ProcessGroup;
 
 // Collects the files of one checkpoint while parts save themselves.
 class CheckpointWriter {
@@ -85,7 +88,7 @@ class CheckpointManager {
   // its files, and only after all have finished does rank 0 write COMPLETE and rename; the run
   // directory must be on a file system every rank shares.
   std::filesystem::path save(int64_t step, const std::map<std::string, const Stateful*>& parts,
-                             ProcessGroup* group = nullptr);
+                             dist::ProcessGroup* group = nullptr);
 
   // Complete checkpoints (those with a COMPLETE marker), newest first. Checksums not verified.
   std::vector<std::filesystem::path> list_complete() const;
@@ -99,7 +102,7 @@ class CheckpointManager {
   // names one in checkpoints_dir()), which must be complete and verify (else longtune::Error).
   std::optional<std::filesystem::path> find_resume(const std::string& resume) const;
   // The same decision taken once by rank 0 (which verifies) and shared with every rank.
-  std::optional<std::filesystem::path> find_resume(const std::string& resume, ProcessGroup& group) const;
+  std::optional<std::filesystem::path> find_resume(const std::string& resume, dist::ProcessGroup& group) const;
   // Loads every part from `directory`; a part the checkpoint lacks is an error naming it. Does not
   // re-verify checksums (find_resume did).
   static void load(const std::filesystem::path& directory, const std::map<std::string, Stateful*>& parts);

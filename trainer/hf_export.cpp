@@ -6,7 +6,7 @@
 #include "common/log.h"
 #include "model/hf_checkpoint.h"
 #include "trainer/checkpoint.h"
-#include "trainer/flat_layout.h"
+#include "dist/flat_layout.h"
 #include "trainer/model_source.h"
 #include "trainer/sharded_checkpoint.h"
 
@@ -22,7 +22,7 @@ fs::path export_checkpoint_to_hf(const fs::path& checkpoint, const fs::path& out
   ModelSource source;
   source.kind = ModelSource::Kind::kCheckpoint;
   source.directory = *step_dir;
-  const model::ModelConfig config = job_model_config(ModelSection{}, source, 0, 0);
+  const model::ModelConfig config = job_model_config(config::ModelSection{}, source, 0, 0);
   model::HfSaveOptions save;
   save.dtype = model::dtype_from_name(options.dtype);
   save.max_shard_bytes = static_cast<int64_t>(options.max_shard_gb * 1e9);
@@ -30,14 +30,14 @@ fs::path export_checkpoint_to_hf(const fs::path& checkpoint, const fs::path& out
   if (reader.has_part("sharding")) {
     // Consolidate one unit at a time from however many ranks' shards hold it: one file per unit.
     int saved_world = 0;
-    std::vector<FlatUnit> layout =
-        layout_from_json(reader.json("sharding"), (*step_dir / "sharding.json").string(), &saved_world);
+    std::vector<dist::FlatUnit> layout =
+        dist::layout_from_json(reader.json("sharding"), (*step_dir / "sharding.json").string(), &saved_world);
     const CheckpointTensors saved(reader, layout);
     model::save_hf_model_streamed(config, out.string(), static_cast<int64_t>(layout.size()), [&](int64_t u) {
-      const FlatUnit& unit = layout[static_cast<size_t>(u)];
+      const dist::FlatUnit& unit = layout[static_cast<size_t>(u)];
       const at::Tensor flat = saved.flat_range("model", static_cast<size_t>(u), 0, unit.numel);  // (numel,)
       std::vector<std::pair<std::string, at::Tensor>> tensors;
-      for (const FlatParam& p : unit.params)
+      for (const dist::FlatParam& p : unit.params)
         tensors.emplace_back(p.name, flat.narrow(0, p.offset, p.numel).view(p.shape));
       return tensors;
     }, save);

@@ -13,7 +13,7 @@
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
 #include "trainer/checkpoint.h"
-#include "trainer/flat_layout.h"
+#include "dist/flat_layout.h"
 #include "trainer/sharded_checkpoint.h"
 
 namespace longtune::trainer {
@@ -57,7 +57,7 @@ ModelSource resolve_model_source(const std::string& source) {
           "(COMPLETE marker, or a run directory with checkpoints/)", source);
 }
 
-model::ModelConfig job_model_config(const ModelSection& section, const ModelSource& source, int64_t seq_len,
+model::ModelConfig job_model_config(const config::ModelSection& section, const ModelSource& source, int64_t seq_len,
                                     int64_t tokenizer_vocab) {
   model::ModelConfig config;
   switch (source.kind) {
@@ -98,7 +98,7 @@ model::Llama build_model(const model::ModelConfig& config, const ModelSource& so
     case ModelSource::Kind::kCheckpoint: {
       // Whole or sharded (any world size): the checkpoint's masters, one parameter at a time.
       const CheckpointReader reader(source.directory);
-      const CheckpointTensors saved(reader, flat_units(*llama));
+      const CheckpointTensors saved(reader, dist::flat_units(*llama));
       torch::NoGradGuard no_grad;
       for (const auto& item : llama->named_parameters()) {
         const at::Tensor value = saved.whole("model", item.key());

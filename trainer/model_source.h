@@ -13,7 +13,7 @@
 
 #include "model/config.h"
 #include "model/llama.h"
-#include "trainer/job_config.h"
+#include "config/job_config.h"
 
 namespace longtune::trainer {
 
@@ -34,7 +34,7 @@ std::optional<std::filesystem::path> find_checkpoint_directory(const std::filesy
 // for presets the window set to `seq_len` (pretraining) and the vocabulary to `tokenizer_vocab`
 // when given (> 0). For HF/checkpoint sources a tokenizer vocabulary larger than the model's is an
 // error.
-model::ModelConfig job_model_config(const ModelSection& section, const ModelSource& source, int64_t seq_len,
+model::ModelConfig job_model_config(const config::ModelSection& section, const ModelSource& source, int64_t seq_len,
                                     int64_t tokenizer_vocab);
 
 // Builds the model on the CPU in `dtype`: random init (HF's normal(0, 0.02), seeded by the caller's

@@ -47,7 +47,7 @@ void load_into(at::Tensor& target, const std::string& name,
 
 }  // namespace
 
-AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, const OptimSection& options)
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, const config::OptimSection& options)
     : params_(std::move(params)), options_(options) {
   exp_avg_.reserve(params_.size());
   exp_avg_sq_.reserve(params_.size());
@@ -156,7 +156,7 @@ void AdamW::load_state(const std::function<at::Tensor(const std::string&)>& get_
   steps_ = static_cast<int64_t>(step_value);
 }
 
-double learning_rate(const ScheduleSection& schedule, double peak_lr, int64_t step, int64_t total_steps) {
+double learning_rate(const config::ScheduleSection& schedule, double peak_lr, int64_t step, int64_t total_steps) {
   LT_CHECK(step >= 0 && total_steps > 0, "learning_rate: step {} of total {} is out of range", step,
            total_steps);
   const int64_t warmup = schedule.warmup_steps;
@@ -165,13 +165,13 @@ double learning_rate(const ScheduleSection& schedule, double peak_lr, int64_t st
     const double start = schedule.warmup_start_factor;
     return peak_lr * (start + (1.0 - start) * static_cast<double>(step) / static_cast<double>(warmup));
   }
-  if (schedule.decay == LrDecay::kConstant) return peak_lr;
+  if (schedule.decay == config::LrDecay::kConstant) return peak_lr;
   // Fraction of the decay done: 0 at the end of warmup, 1 at the last step (total_steps - 1).
   const int64_t decay_steps = total_steps - 1 - warmup;
   const double t = decay_steps <= 0 ? (step > warmup ? 1.0 : 0.0)
                                     : std::clamp(static_cast<double>(step - warmup) / decay_steps, 0.0, 1.0);
   const double min_factor = schedule.min_lr_factor;
-  const double shape = schedule.decay == LrDecay::kCosine ? 0.5 * (1.0 + std::cos(std::numbers::pi * t)) : 1.0 - t;
+  const double shape = schedule.decay == config::LrDecay::kCosine ? 0.5 * (1.0 + std::cos(std::numbers::pi * t)) : 1.0 - t;
   return peak_lr * (min_factor + (1.0 - min_factor) * shape);
 }
 

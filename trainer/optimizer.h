@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "trainer/job_config.h"
+#include "config/job_config.h"
 
 namespace longtune::trainer {
 
@@ -22,7 +22,7 @@ class AdamW {
  public:
   // `params` are named leaf tensors whose .grad() the caller fills before step(). Their names key
   // the optimizer state in checkpoints.
-  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, const OptimSection& options);
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, const config::OptimSection& options);
 
   // One update at learning rate `lr` from the current .grad() of every parameter (a parameter with
   // an undefined grad is skipped, as PyTorch does). Increments the step count first, as PyTorch.
@@ -45,14 +45,14 @@ class AdamW {
   // state_steps_: per-parameter float32 step counts as torch.optim keeps them, on the parameter's
   // device for the fused kernel, on the CPU for the per-tensor path (read there with .item()).
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_, state_steps_;
-  OptimSection options_;
+  config::OptimSection options_;
   int64_t steps_ = 0;
 };
 
 // The learning rate at optimizer step `step` (0-based) of `total_steps`: linear warmup from
 // warmup_start_factor * peak at step 0 to peak at step warmup_steps (as torch LinearLR), then
 // constant, cosine or linear decay to min_lr_factor * peak at the last step.
-double learning_rate(const ScheduleSection& schedule, double peak_lr, int64_t step, int64_t total_steps);
+double learning_rate(const config::ScheduleSection& schedule, double peak_lr, int64_t step, int64_t total_steps);
 
 // Global L2 norm of `grads`; `all_reduce_sum` (may be empty) sums the squared norm across ranks
 // before the root. Grads are scaled by min(1, max_norm / (norm + 1e-6)) when max_norm > 0. Returns

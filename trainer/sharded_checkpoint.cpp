@@ -24,16 +24,16 @@ void check_kind(const std::string& kind) {
 
 std::string rank_part(const std::string& part, int rank) { return fmt::format("{}.rank{:05d}", part, rank); }
 
-CheckpointTensors::CheckpointTensors(const CheckpointReader& reader, std::vector<FlatUnit> layout)
+CheckpointTensors::CheckpointTensors(const CheckpointReader& reader, std::vector<dist::FlatUnit> layout)
     : reader_(reader), layout_(std::move(layout)) {
   if (!reader.has_part("sharding")) return;
   const std::string context = (reader.directory() / "sharding.json").string();
-  const std::vector<FlatUnit> saved = layout_from_json(reader.json("sharding"), context, &saved_world_);
+  const std::vector<dist::FlatUnit> saved = dist::layout_from_json(reader.json("sharding"), context, &saved_world_);
   LT_CHECK(saved.size() == layout_.size(), "{}: {} units, but the model has {}", context, saved.size(),
            layout_.size());
   for (size_t u = 0; u < saved.size(); ++u) {
-    const FlatUnit& a = saved[u];
-    const FlatUnit& b = layout_[u];
+    const dist::FlatUnit& a = saved[u];
+    const dist::FlatUnit& b = layout_[u];
     LT_CHECK(a.name == b.name && a.numel == b.numel && a.params.size() == b.params.size(),
              "{}: unit {} is '{}' with {} elements, but the model's is '{}' with {}", context, u, a.name, a.numel,
              b.name, b.numel);
@@ -48,7 +48,7 @@ at::Tensor CheckpointTensors::flat_range(const std::string& kind, size_t unit_in
                                          int64_t end) const {
   check_kind(kind);
   LT_CHECK(unit_index < layout_.size(), "checkpoint: no unit {}", unit_index);
-  const FlatUnit& unit = layout_[unit_index];
+  const dist::FlatUnit& unit = layout_[unit_index];
   LT_CHECK(0 <= begin && begin <= end && end <= unit.numel, "checkpoint: range [{}, {}) outside unit '{}' of {}",
            begin, end, unit.name, unit.numel);
   std::vector<at::Tensor> pieces;
@@ -65,7 +65,7 @@ at::Tensor CheckpointTensors::flat_range(const std::string& kind, size_t unit_in
       pieces.push_back(shard.narrow(0, lo - unit.shard_begin(r, saved_world_), hi - lo));
     }
   } else {
-    for (const FlatParam& p : unit.params) {
+    for (const dist::FlatParam& p : unit.params) {
       const int64_t lo = std::max(begin, p.offset);
       const int64_t hi = std::min(end, p.offset + p.numel);
       if (lo >= hi) continue;
@@ -84,7 +84,7 @@ at::Tensor CheckpointTensors::whole(const std::string& kind, const std::string& 
   check_kind(kind);
   if (!sharded()) return reader_.tensor(part_of(kind), tensor_of(kind, param));
   for (size_t u = 0; u < layout_.size(); ++u)
-    for (const FlatParam& p : layout_[u].params) {
+    for (const dist::FlatParam& p : layout_[u].params) {
       if (p.name != param) continue;
       if (!cached_flat_.defined() || cached_kind_ != kind || cached_unit_ != u) {
         cached_flat_ = flat_range(kind, u, 0, layout_[u].numel);  // (numel,)

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/flat_layout.h"
+#include "dist/flat_layout.h"
 
 namespace longtune::trainer {
 
@@ -28,11 +28,11 @@ std::string rank_part(const std::string& part, int rank);
 class CheckpointTensors {
  public:
   // `layout` is the model's (flat_units); a sharded checkpoint's own layout must equal it.
-  CheckpointTensors(const CheckpointReader& reader, std::vector<FlatUnit> layout);
+  CheckpointTensors(const CheckpointReader& reader, std::vector<dist::FlatUnit> layout);
 
   bool sharded() const { return saved_world_ > 0; }
   int saved_world_size() const { return sharded() ? saved_world_ : 1; }
-  const std::vector<FlatUnit>& layout() const { return layout_; }
+  const std::vector<dist::FlatUnit>& layout() const { return layout_; }
 
   // kind: "model" (master weights), "exp_avg" or "exp_avg_sq" (AdamW moments). CPU tensors in the
   // dtype they were saved in.
@@ -45,7 +45,7 @@ class CheckpointTensors {
 
  private:
   const CheckpointReader& reader_;
-  std::vector<FlatUnit> layout_;
+  std::vector<dist::FlatUnit> layout_;
   int saved_world_ = 0;  // 0: whole layout
   // The last whole unit whole() put together from shards: parameters are asked for in unit order,
   // so each unit's shards are read once, and no more than one unit is held.

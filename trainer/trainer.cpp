@@ -22,14 +22,14 @@
 #include "model/loss.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device.h"
-#include "trainer/fsdp.h"
-#include "trainer/process_group.h"
+#include "dist/fsdp.h"
+#include "dist/process_group.h"
 #include "trainer/sharded_checkpoint.h"
 #include "trainer/metrics.h"
 #include "trainer/model_source.h"
 #include "trainer/optimizer.h"
 #include "trainer/stop_signal.h"
-#include "trainer/training_parameters.h"
+#include "dist/training_parameters.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -49,7 +49,7 @@ std::string number(double value) {
 // the tokenizer, so a checkpoint is a self-contained model source.
 class ParametersPart final : public Stateful {
  public:
-  ParametersPart(TrainingParameters& params, AdamW& optimizer, const model::ModelConfig& config,
+  ParametersPart(dist::TrainingParameters& params, AdamW& optimizer, const model::ModelConfig& config,
                  std::string tokenizer_path, bool leader)
       : params_(params), optimizer_(optimizer), config_(config), tokenizer_path_(std::move(tokenizer_path)),
         leader_(leader) {}
@@ -62,7 +62,7 @@ class ParametersPart final : public Stateful {
   void load(const CheckpointReader& reader) override { params_.load_state(reader, optimizer_); }
 
  private:
-  TrainingParameters& params_;
+  dist::TrainingParameters& params_;
   AdamW& optimizer_;
   const model::ModelConfig& config_;
   std::string tokenizer_path_;
@@ -145,24 +145,24 @@ class CountersPart final : public Stateful {
 
 class ConfigPart final : public Stateful {
  public:
-  explicit ConfigPart(const JobConfig& config) : config_(config) {}
-  void save(CheckpointWriter& writer) const override { writer.put_file("config.resolved.yaml", to_yaml(config_)); }
+  explicit ConfigPart(const config::JobConfig& config) : config_(config) {}
+  void save(CheckpointWriter& writer) const override { writer.put_file("config.resolved.yaml", config::to_yaml(config_)); }
   void load(const CheckpointReader& reader) override {
-    if (reader.file("config.resolved.yaml") != to_yaml(config_))
+    if (reader.file("config.resolved.yaml") != config::to_yaml(config_))
       LT_WARN("resuming {} with a job config that differs from the one it was saved with",
               reader.directory().string());
   }
 
  private:
-  const JobConfig& config_;
+  const config::JobConfig& config_;
 };
 
 }  // namespace
 
 struct Trainer::State {
-  const JobConfig& config;
-  DistEnv dist;
-  std::unique_ptr<ProcessGroup> group;  // null for a single process
+  const config::JobConfig& config;
+  dist::DistEnv dist;
+  std::unique_ptr<dist::ProcessGroup> group;  // null for a single process
   c10::Device device{c10::kCPU};
   fs::path run_dir;
   std::unique_ptr<data::PreparedSplit> train_data, validation_data;
@@ -170,7 +170,7 @@ struct Trainer::State {
   std::string tokenizer_path;
   model::ModelConfig model_config;
   model::Llama model{nullptr};
-  std::unique_ptr<TrainingParameters> params;
+  std::unique_ptr<dist::TrainingParameters> params;
   std::unique_ptr<AdamW> optimizer;
   std::unique_ptr<CheckpointManager> checkpoints;
   std::unique_ptr<MetricsLog> metrics;
@@ -180,7 +180,7 @@ struct Trainer::State {
   double peak_flops = 0;
   int64_t last_saved_step = -1;
 
-  explicit State(const JobConfig& c) : config(c) {}
+  explicit State(const config::JobConfig& c) : config(c) {}
 
   bool leader() const { return dist.rank == 0; }
 
@@ -206,10 +206,10 @@ struct Trainer::State {
   double sum_over_ranks(double value) const { return group ? all_reduce_sum(*group, value, device) : value; }
 };
 
-Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::make_unique<State>(config)) {
+Trainer::Trainer(const config::JobConfig& config, const dist::DistEnv& dist) : state_(std::make_unique<State>(config)) {
   State& s = *state_;
   s.dist = dist;
-  const TrainSection& train = config.train;
+  const config::TrainSection& train = config.train;
   LT_CHECK(!config.data.train.empty(), "data.train: a prepared-data directory is required for training "
            "(make one with `longtune prepare-data`)");
   if (train.cpu_threads > 0) at::set_num_threads(static_cast<int>(train.cpu_threads));
@@ -217,11 +217,11 @@ Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::mak
   s.device = pick_device(dist.local_rank);
   s.run_dir = train.run_dir;
   fs::create_directories(s.run_dir);
-  if (s.leader()) write_file_atomic(s.run_dir / "config.resolved.yaml", to_yaml(config));
+  if (s.leader()) write_file_atomic(s.run_dir / "config.resolved.yaml", config::to_yaml(config));
   // Any launched process (torchrun, longtune-run, SLURM) runs the sharded path, at world size 1 too,
   // so a one-GPU run exercises NCCL and its checkpoints reshard; a plain process trains unsharded.
   if (dist.source != "single")
-    s.group = ProcessGroup::create(dist, s.device, config.parallel.backend,
+    s.group = dist::ProcessGroup::create(dist, s.device, config.parallel.backend,
                                    std::chrono::seconds(config.parallel.collective_timeout_s));
 
   // Data: the tokenizer the job names (if any) must be the one the data was prepared with.
@@ -251,17 +251,17 @@ Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::mak
             "extrapolates; for PI set model.rope_scaling.factor to seq_len / original window",
             config.data.seq_len, s.model_config.max_position_embeddings,
             model::to_string(s.model_config.rope_scaling.type), s.model_config.rope_scaling.factor);
-  s.model = build_model(s.model_config, source, compute_dtype(train.precision));
+  s.model = build_model(s.model_config, source, dist::compute_dtype(train.precision));
   s.model->set_activation_checkpointing(config.model.activation_checkpointing);
   s.model->train();
   if (s.group) {
     // The model is still on the host: each unit moves to the device on its own and only this
     // rank's shard stays there, so the device never holds the whole model.
-    s.params = std::make_unique<ShardedParameters>(*s.model, train.precision, config.parallel.sharding, *s.group,
+    s.params = std::make_unique<dist::ShardedParameters>(*s.model, train.precision, config.parallel.sharding, *s.group,
                                                    s.device, /*prefetch=*/s.device.is_cuda());
   } else {
     s.model->to(s.device);
-    s.params = std::make_unique<LocalParameters>(*s.model, train.precision);
+    s.params = std::make_unique<dist::LocalParameters>(*s.model, train.precision);
   }
   s.optimizer = std::make_unique<AdamW>(s.params->master(), config.optim);
   s.grad_accum_steps = train.grad_accum_steps(dist.world_size);
@@ -271,7 +271,7 @@ Trainer::Trainer(const JobConfig& config, const DistEnv& dist) : state_(std::mak
   s.flops_per_token = training_flops_per_token(s.model_config, config.data.seq_len);
   s.peak_flops = train.peak_flops > 0 ? train.peak_flops
                                       : default_peak_flops(s.device.is_cuda() ? device_name(s.device) : "",
-                                                           train.precision != Precision::kFp32);
+                                                           train.precision != config::Precision::kFp32);
 
   LT_INFO("model: {} layers, d={}, heads={} (kv {}), vocab {}, {:.1f}M parameters; window {} (rope {} x{})",
           s.model_config.num_hidden_layers, s.model_config.hidden_size, s.model_config.num_attention_heads,
@@ -308,7 +308,7 @@ const c10::Device& Trainer::device() const { return state_->device; }
 
 StepResult Trainer::train_step() {
   State& s = *state_;
-  const JobConfig& config = s.config;
+  const config::JobConfig& config = s.config;
   const int64_t seq_len = config.data.seq_len;
   const int64_t micro_batch = config.train.micro_batch;
   const double global_tokens = static_cast<double>(config.train.global_batch) * static_cast<double>(seq_len);
@@ -349,7 +349,7 @@ StepResult Trainer::train_step() {
     const std::string what = fmt::format("step {}: non-finite {} (loss {}, grad norm {})", s.counters.step + 1,
                                          std::isfinite(result.loss) ? "gradient" : "loss", number(result.loss),
                                          number(result.grad_norm));
-    LT_CHECK(config.train.nan_policy == NanPolicy::kSkip,
+    LT_CHECK(config.train.nan_policy == config::NanPolicy::kSkip,
              "{}; stopping (train.nan_policy: stop). No checkpoint holds this step; the last one is step {}", what,
              s.last_saved_step);
     ++s.counters.skipped_steps;
@@ -419,7 +419,7 @@ void Trainer::save_checkpoint() {
 
 RunOutcome Trainer::train() {
   State& s = *state_;
-  const JobConfig& config = s.config;
+  const config::JobConfig& config = s.config;
   install_stop_handlers();
   ProgressLine progress(/*enabled=*/s.leader());
   const int64_t total = config.train.steps;

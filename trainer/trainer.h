@@ -13,8 +13,8 @@
 #include <optional>
 #include <string>
 
-#include "trainer/dist_env.h"
-#include "trainer/job_config.h"
+#include "dist/dist_env.h"
+#include "config/job_config.h"
 
 namespace longtune::trainer {
 
@@ -39,7 +39,7 @@ class Trainer {
   // checkpoint.resume. `dist` says where this process sits (read once, by the caller); a launched
   // process (any world size) joins the process group and shards per parallel.sharding. Throws
   // longtune::Error on anything unusable.
-  explicit Trainer(const JobConfig& config, const DistEnv& dist = DistEnv{});
+  explicit Trainer(const config::JobConfig& config, const dist::DistEnv& dist = dist::DistEnv{});
   ~Trainer();
 
   // Trains until train.steps (kCompleted) or a stop signal (kPreempted, after saving).

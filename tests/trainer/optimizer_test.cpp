@@ -63,8 +63,8 @@ double max_elementwise_relative_diff(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).abs() / b.abs().clamp_min(1e-30)).max().item<double>();
 }
 
-OptimSection optim_options(bool fused, double weight_decay) {
-  OptimSection o;
+config::OptimSection optim_options(bool fused, double weight_decay) {
+  config::OptimSection o;
   o.lr = 1e-3;
   o.beta1 = 0.9;
   o.beta2 = 0.95;
@@ -83,7 +83,7 @@ struct Comparison {
 // Runs ours and torch::optim::AdamW side by side for `steps` steps at lr(step).
 Comparison compare_with_reference(bool fused, double weight_decay, int64_t steps,
                                   const std::function<double(int64_t)>& lr_at) {
-  const OptimSection options = optim_options(fused, weight_decay);
+  const config::OptimSection options = optim_options(fused, weight_decay);
   NamedTensors ours = make_params(7);
   NamedTensors theirs = copy_of(ours);
   AdamW optimizer(ours, options);
@@ -138,9 +138,9 @@ TEST(AdamW, UnfusedMatchesTorchAdamW) {
 }
 
 TEST(AdamW, ScheduledLearningRateMatchesTorchAdamW) {
-  ScheduleSection schedule;
+  config::ScheduleSection schedule;
   schedule.warmup_steps = 5;
-  schedule.decay = LrDecay::kCosine;
+  schedule.decay = config::LrDecay::kCosine;
   schedule.min_lr_factor = 0.1;
   const auto lr_at = [&](int64_t step) { return learning_rate(schedule, 1e-3, step, 20); };
   expect_matches_reference(true, 0.1, lr_at);
@@ -194,7 +194,7 @@ std::map<std::string, at::Tensor> saved_copy(const AdamW& optimizer) {
 }
 
 void expect_state_round_trip(bool fused) {
-  const OptimSection options = optim_options(fused, 0.1);
+  const config::OptimSection options = optim_options(fused, 0.1);
   NamedTensors uninterrupted = make_params(11);
   AdamW first(uninterrupted, options);
   const int64_t k = 6, total = 14;
@@ -309,8 +309,8 @@ TEST(AdamW, CudaFusedMatchesCpuAndRoundTrips) {
 
 // ---- learning_rate ----
 
-ScheduleSection schedule_of(int64_t warmup, LrDecay decay, double min_factor) {
-  ScheduleSection s;
+config::ScheduleSection schedule_of(int64_t warmup, config::LrDecay decay, double min_factor) {
+  config::ScheduleSection s;
   s.warmup_steps = warmup;
   s.warmup_start_factor = 0.1;
   s.decay = decay;
@@ -320,7 +320,7 @@ ScheduleSection schedule_of(int64_t warmup, LrDecay decay, double min_factor) {
 
 TEST(LearningRate, LinearWarmupLikeTorchLinearLR) {
   const double peak = 2e-4;
-  const ScheduleSection s = schedule_of(10, LrDecay::kConstant, 0.0);
+  const config::ScheduleSection s = schedule_of(10, config::LrDecay::kConstant, 0.0);
   EXPECT_DOUBLE_EQ(learning_rate(s, peak, 0, 100), 0.1 * peak);
   EXPECT_DOUBLE_EQ(learning_rate(s, peak, 1, 100), (0.1 + 0.9 * 0.1) * peak);
   EXPECT_DOUBLE_EQ(learning_rate(s, peak, 5, 100), 0.55 * peak);
@@ -328,28 +328,28 @@ TEST(LearningRate, LinearWarmupLikeTorchLinearLR) {
 }
 
 TEST(LearningRate, ConstantAfterWarmup) {
-  const ScheduleSection s = schedule_of(10, LrDecay::kConstant, 0.5);
+  const config::ScheduleSection s = schedule_of(10, config::LrDecay::kConstant, 0.5);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 10, 100), 1e-3);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 99, 100), 1e-3);
-  EXPECT_DOUBLE_EQ(learning_rate(schedule_of(0, LrDecay::kConstant, 0), 1e-3, 0, 100), 1e-3);  // no warmup
+  EXPECT_DOUBLE_EQ(learning_rate(schedule_of(0, config::LrDecay::kConstant, 0), 1e-3, 0, 100), 1e-3);  // no warmup
 }
 
 TEST(LearningRate, CosineDecay) {
   // Warmup 10 of 101 steps: the decay runs over steps 10..100 (90 steps).
-  const ScheduleSection s = schedule_of(10, LrDecay::kCosine, 0.1);
+  const config::ScheduleSection s = schedule_of(10, config::LrDecay::kCosine, 0.1);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 10, 101), 1e-3);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 55, 101), (0.1 + 0.9 * 0.5) * 1e-3);  // halfway
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 100, 101), 0.1 * 1e-3);               // last step: the floor
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 150, 101), 0.1 * 1e-3);               // past the end: stays
   // No warmup, min 0: a quarter of the way, 0.5 * (1 + cos(pi / 4)).
-  const ScheduleSection plain = schedule_of(0, LrDecay::kCosine, 0.0);
+  const config::ScheduleSection plain = schedule_of(0, config::LrDecay::kCosine, 0.0);
   EXPECT_DOUBLE_EQ(learning_rate(plain, 1.0, 0, 101), 1.0);
   EXPECT_NEAR(learning_rate(plain, 1.0, 25, 101), 0.8535533905932737, 1e-15);
   EXPECT_NEAR(learning_rate(plain, 1.0, 100, 101), 0.0, 1e-15);
 }
 
 TEST(LearningRate, LinearDecay) {
-  const ScheduleSection s = schedule_of(10, LrDecay::kLinear, 0.1);
+  const config::ScheduleSection s = schedule_of(10, config::LrDecay::kLinear, 0.1);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 0, 101), 1e-4);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 10, 101), 1e-3);
   EXPECT_DOUBLE_EQ(learning_rate(s, 1e-3, 28, 101), (0.1 + 0.9 * 0.8) * 1e-3);  // t = 18/90 = 0.2

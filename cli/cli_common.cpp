@@ -1,0 +1,77 @@
+#include "cli/cli_common.h"
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "common/check.h"
+#include "model/hf_checkpoint.h"
+#include "trainer/model_source.h"
+
+namespace longtune::cli {
+
+at::Tensor read_token_file(const std::string& path, int64_t vocab_size) {
+  std::ifstream in(path);
+  LT_CHECK(in.good(), "cannot open token file '{}'", path);
+  std::vector<int64_t> ids;
+  std::string word;
+  while (in >> word) {
+    int64_t id = 0;
+    size_t used = 0;
+    try {
+      id = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    LT_CHECK(used == word.size(), "{}: token #{} '{}' is not an integer", path, ids.size(), word);
+    LT_CHECK(id >= 0 && id < vocab_size, "{}: token #{} = {} is outside the vocabulary [0, {})", path, ids.size(), id,
+             vocab_size);
+    ids.push_back(id);
+  }
+  LT_CHECK(ids.size() >= 2, "{}: need at least 2 tokens, found {}", path, ids.size());
+  return at::tensor(ids, at::kLong);
+}
+
+std::vector<std::vector<int64_t>> read_token_documents(const std::string& path, int64_t vocab_size) {
+  std::ifstream in(path);
+  LT_CHECK(in.good(), "cannot open token file '{}'", path);
+  std::vector<std::vector<int64_t>> documents;
+  int64_t line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    std::istringstream words(line);
+    std::vector<int64_t> ids;
+    for (std::string word; words >> word;) {
+      int64_t id = 0;
+      size_t used = 0;
+      try {
+        id = std::stoll(word, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      LT_CHECK(used == word.size(), "{}:{}: token #{} '{}' is not an integer", path, line_number, ids.size(), word);
+      LT_CHECK(id >= 0 && id < vocab_size, "{}:{}: token #{} = {} is outside the vocabulary [0, {})", path,
+               line_number, ids.size(), id, vocab_size);
+      ids.push_back(id);
+    }
+    if (!ids.empty()) documents.push_back(std::move(ids));
+  }
+  LT_CHECK(!documents.empty(), "{}: no tokens (expected one document of token ids per line)", path);
+  return documents;
+}
+
+model::Llama load_model(const std::string& dir, const std::string& dtype, const std::string& rope_spec) {
+  const trainer::ModelSource source = trainer::resolve_model_source(dir);
+  LT_CHECK(source.kind != trainer::ModelSource::Kind::kPreset, "--model {}: expected a model directory or a "
+           "checkpoint, not a preset", dir);
+  config::ModelSection section;
+  if (!rope_spec.empty()) section.rope_scaling = model::parse_rope_spec(rope_spec);
+  const model::ModelConfig config = trainer::job_model_config(section, source, /*seq_len=*/0, /*tokenizer_vocab=*/0);
+  model::Llama llama = trainer::build_model(config, source, model::dtype_from_name(dtype));
+  llama->eval();
+  return llama;
+}
+
+}  // namespace longtune::cli

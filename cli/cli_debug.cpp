@@ -1,0 +1,69 @@
+// `longtune debug logits`: runs a model on given tokens and writes logits, loss and (optionally)
+// parameter gradients to a safetensors file, so anyone can compare our numbers with another
+// implementation (our HF-parity tests do exactly that).
+#include <ATen/ATen.h>
+#include <CLI/CLI.hpp>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "common/check.h"
+#include "model/loss.h"
+#include "model/safetensors.h"
+#include "cli/cli.h"
+#include "cli/cli_common.h"
+
+namespace longtune::cli {
+
+namespace {
+
+struct LogitsArgs {
+  std::string model_dir, tokens_file, out, rope, dtype = "float32";
+  int64_t batch = 1;
+  bool backward = false;
+  bool activation_checkpointing = false;
+};
+
+void run_logits(const LogitsArgs& args) {
+  model::Llama llama = load_model(args.model_dir, args.dtype, args.rope);
+  at::Tensor tokens = read_token_file(args.tokens_file, llama->config().vocab_size);
+  LT_CHECK(tokens.numel() % args.batch == 0, "{} tokens do not split into --batch {} rows", tokens.numel(),
+           args.batch);
+  at::Tensor ids = tokens.view({args.batch, -1});  // (B, T)
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  if (args.backward) {
+    llama->train();
+    llama->set_activation_checkpointing(args.activation_checkpointing);
+    at::Tensor logits = llama->forward(ids);
+    at::Tensor loss = model::causal_lm_loss(logits, ids);
+    loss.backward();
+    out.emplace_back("logits", logits.detach().to(at::kFloat));
+    out.emplace_back("loss", loss.detach());
+    for (const auto& p : llama->named_parameters()) out.emplace_back("grad." + p.key(), p.value().grad().to(at::kFloat));
+  } else {
+    torch::NoGradGuard no_grad;
+    at::Tensor logits = llama->forward(ids);
+    out.emplace_back("logits", logits.to(at::kFloat));
+    out.emplace_back("loss", model::causal_lm_loss(logits, ids));
+  }
+  model::save_safetensors(args.out, out);
+}
+
+}  // namespace
+
+void add_debug_command(CLI::App& app) {
+  CLI::App* debug = app.add_subcommand("debug", "Numbers for checking longtune against other implementations");
+  debug->require_subcommand(1);
+  auto args = std::make_shared<LogitsArgs>();
+  CLI::App* logits = debug->add_subcommand(
+      "logits", "Write logits, mean loss and (with --backward) parameter gradients to a safetensors file");
+  logits->add_option("--model", args->model_dir, "HF model directory")->required();
+  logits->add_option("--tokens", args->tokens_file, "file of whitespace-separated token ids")->required();
+  logits->add_option("--out", args->out, "output .safetensors file")->required();
+  logits->add_option("--batch", args->batch, "split the tokens into this many rows")->capture_default_str();
+  logits->add_option("--rope-scaling", args->rope, "override RoPE scaling: TYPE:FACTOR[:ORIGINAL]");
+  logits->add_option("--dtype", args->dtype, "float32|bfloat16")->capture_default_str();
+  logits->add_flag("--backward", args->backward, "also compute gradients of the mean loss");
+  logits->add_flag("--activation-checkpointing", args->activation_checkpointing, "recompute layers in backward");
+  logits->callback([args] { run_logits(*args); });
+}
+
+}  // namespace longtune::cli

@@ -1,0 +1,421 @@
+// The job-file schema: section by section, which keys exist and how each is typed (via
+// trainer/yaml_reader.h), the range and cross-field rules of validate(), and the YAML/table
+// printers. Not the YAML mechanics (yaml_reader.cpp) and not the network shape (model/config.h).
+#include "config/job_config.h"
+
+#include <algorithm>
+#include <limits>
+#include <tuple>
+#include <type_traits>
+
+#include <fmt/ranges.h>
+
+#include "common/check.h"
+#include "config/yaml_reader.h"
+
+namespace longtune::config {
+namespace {
+
+using Names = std::vector<std::string>;
+
+// Job-file spellings of each enum, in declaration order.
+const Names& names_of(Dtype) { static const Names n{"float32", "bfloat16"}; return n; }
+const Names& names_of(Precision) { static const Names n{"fp32", "bf16_mixed", "bf16"}; return n; }
+const Names& names_of(LrDecay) { static const Names n{"constant", "cosine", "linear"}; return n; }
+const Names& names_of(NanPolicy) { static const Names n{"stop", "skip"}; return n; }
+const Names& names_of(Sharding) { static const Names n{"full_shard", "shard_grad_op", "no_shard"}; return n; }
+const Names& names_of(Backend) { static const Names n{"auto", "nccl", "gloo"}; return n; }
+const Names& names_of(model::RopeType) {
+  static const Names n{"default", "linear", "dynamic", "yarn", "llama3"};
+  return n;
+}
+
+template <class E>
+std::string name_of(E value) { return names_of(value).at(static_cast<size_t>(value)); }
+
+template <class E>
+void read_enum(YamlSection& section, const std::string& key, E& out) {
+  const Names& names = names_of(out);
+  std::string value = name_of(out);
+  section.read_choice(key, value, names);
+  out = static_cast<E>(std::find(names.begin(), names.end(), value) - names.begin());
+}
+
+constexpr int64_t kMaxTokens = int64_t{1} << 20;  // sanity bound on seq_len and eval windows
+constexpr const char* kPresetPrefix = "preset:";
+constexpr double kInf = std::numeric_limits<double>::infinity();  // "no upper bound" in ranges
+
+// ---- parsing ----
+
+void read_fields(YamlSection&) {}
+// Reads ("key", field) pairs; enums by their job-file names.
+template <class T, class... Rest>
+void read_fields(YamlSection& s, const char* key, T& field, Rest&&... rest) {
+  if constexpr (std::is_enum_v<T>) {
+    read_enum(s, key, field);
+  } else {
+    s.read(key, field);
+  }
+  read_fields(s, std::forward<Rest>(rest)...);
+}
+// Reads a whole section, then rejects any key it did not ask for.
+template <class... Fields>
+void read_section(YamlSection s, Fields&&... fields) {
+  read_fields(s, std::forward<Fields>(fields)...);
+  s.finish();
+}
+
+JobConfig parse(const YamlDocument& document) {
+  JobConfig c;
+  c.source = document.source_name();
+  YamlSection root(document, &c.origins);
+  {
+    ModelSection& m = c.model;
+    YamlSection s = root.section("model");
+    read_fields(s, "source", m.source, "dtype", m.dtype, "activation_checkpointing",
+                m.activation_checkpointing, "rope_theta", m.rope_theta);
+    model::RopeScaling& r = m.rope_scaling;
+    read_section(s.section("rope_scaling"), "type", r.type, "factor", r.factor,
+                 "original_max_position_embeddings", r.original_max_position_embeddings,
+                 "attention_factor", r.attention_factor, "beta_fast", r.beta_fast, "beta_slow", r.beta_slow,
+                 "mscale", r.mscale, "mscale_all_dim", r.mscale_all_dim, "truncate", r.truncate,
+                 "low_freq_factor", r.low_freq_factor, "high_freq_factor", r.high_freq_factor);
+    s.finish();
+  }
+  DataSection& d = c.data;
+  read_section(root.section("data"), "train", d.train, "validation", d.validation, "tokenizer", d.tokenizer,
+               "seq_len", d.seq_len, "seed", d.seed);
+  OptimSection& o = c.optim;
+  read_section(root.section("optim"), "lr", o.lr, "beta1", o.beta1, "beta2", o.beta2, "eps", o.eps,
+               "weight_decay", o.weight_decay, "grad_clip", o.grad_clip, "fused", o.fused);
+  ScheduleSection& sc = c.schedule;
+  read_section(root.section("schedule"), "warmup_steps", sc.warmup_steps, "warmup_start_factor",
+               sc.warmup_start_factor, "decay", sc.decay, "min_lr_factor", sc.min_lr_factor);
+  TrainSection& t = c.train;
+  read_section(root.section("train"), "steps", t.steps, "global_batch", t.global_batch, "micro_batch",
+               t.micro_batch, "precision", t.precision, "log_every", t.log_every, "eval_every", t.eval_every,
+               "eval_batches", t.eval_batches, "seed", t.seed, "nan_policy", t.nan_policy,
+               "max_skipped_steps", t.max_skipped_steps, "run_dir", t.run_dir, "deterministic",
+               t.deterministic, "peak_flops", t.peak_flops, "cpu_threads", t.cpu_threads, "inject_nan_steps", t.inject_nan_steps);
+  CheckpointSection& k = c.checkpoint;
+  read_section(root.section("checkpoint"), "every", k.every, "keep_last", k.keep_last, "resume", k.resume,
+               "export_hf_at_end", k.export_hf_at_end);
+  ParallelSection& p = c.parallel;
+  read_section(root.section("parallel"), "sharding", p.sharding, "backend", p.backend,
+               "collective_timeout_s", p.collective_timeout_s);
+  read_section(root.section("eval"), "windows", c.eval.windows, "stride", c.eval.stride);
+  root.finish();
+  return c;
+}
+
+// ---- validation ----
+
+// Throws "<where key was set>: <key>: <message>"; a key never set is placed at its nearest set
+// ancestor section, else at the source file.
+class Checker {
+ public:
+  explicit Checker(const JobConfig& config) : config_(config) {}
+
+  template <class... Args>
+  void require(bool ok, const std::string& key, fmt::format_string<Args...> format, Args&&... args) const {
+    if (ok) return;
+    const std::string message = fmt::format(format, std::forward<Args>(args)...);
+    const std::string where = where_of(key);
+    if (where.empty()) LT_FAIL("{}: {}", key, message);
+    LT_FAIL("{}: {}: {}", where, key, message);
+  }
+  void positive(int64_t value, const std::string& key) const {
+    require(value > 0, key, "must be > 0, got {}", value);
+  }
+  void non_negative(int64_t value, const std::string& key) const {
+    require(value >= 0, key, "must be >= 0, got {}", value);
+  }
+  void in_range(double value, double lo, bool lo_open, double hi, bool hi_open, const std::string& key) const {
+    const bool ok = (lo_open ? value > lo : value >= lo) && (hi_open ? value < hi : value <= hi);
+    if (hi == kInf) return require(ok, key, "must be {} {}, got {}", lo_open ? ">" : ">=", lo, value);
+    require(ok, key, "must be in {}{}, {}{}, got {}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]", value);
+  }
+
+ private:
+  std::string where_of(std::string key) const {
+    while (true) {
+      if (auto it = config_.origins.find(key); it != config_.origins.end()) return it->second;
+      const auto dot = key.rfind('.');
+      if (dot == std::string::npos) return config_.source;
+      key.resize(dot);
+    }
+  }
+  const JobConfig& config_;
+};
+
+void validate_model(const Checker& check, const ModelSection& m) {
+  check.require(!m.source.empty(), "model.source", "must not be empty (\"preset:<name>\" or a path)");
+  if (auto preset = m.preset_name()) {
+    const auto names = model::model_preset_names();
+    const auto suggestion = did_you_mean(*preset, names);
+    check.require(std::find(names.begin(), names.end(), *preset) != names.end(), "model.source",
+                  "unknown preset '{}'{} (presets: {})", *preset,
+                  suggestion ? fmt::format(" (did you mean '{}'?)", *suggestion) : "",
+                  fmt::join(names, ", "));
+  }
+  if (m.rope_theta) check.in_range(*m.rope_theta, 0, true, kInf, false, "model.rope_theta");
+
+  const model::RopeScaling& r = m.rope_scaling;
+  const std::string type = name_of(r.type);
+  const std::string p = "model.rope_scaling.";
+  check.require(r.factor >= 1.0, p + "factor", "must be >= 1 for type {} (L'/L), got {}", type, r.factor);
+  check.require(r.type != model::RopeType::kDefault || r.factor == 1.0, p + "factor",
+                "is {} but type is default (no scaling); set type: linear for Position Interpolation",
+                r.factor);
+  if (r.original_max_position_embeddings) {
+    check.require(*r.original_max_position_embeddings > 0, p + "original_max_position_embeddings",
+                  "must be > 0, got {}", *r.original_max_position_embeddings);
+  }
+  const bool needs_original = r.type == model::RopeType::kYarn || r.type == model::RopeType::kLlama3;
+  check.require(!needs_original || r.original_max_position_embeddings.has_value(),
+                p + "original_max_position_embeddings",
+                "is required for type {} (the pretrained window L)", type);
+  if (r.type == model::RopeType::kLlama3) {
+    check.require(r.low_freq_factor.has_value(), p + "low_freq_factor", "is required for type llama3");
+    check.require(r.high_freq_factor.has_value(), p + "high_freq_factor", "is required for type llama3");
+    check.require(*r.high_freq_factor > *r.low_freq_factor, p + "high_freq_factor",
+                  "must be > low_freq_factor ({}), got {}", *r.low_freq_factor, *r.high_freq_factor);
+  }
+  for (const auto& [key, value] : {std::pair{"attention_factor", r.attention_factor},
+                                   {"beta_fast", r.beta_fast}, {"beta_slow", r.beta_slow},
+                                   {"mscale", r.mscale}, {"mscale_all_dim", r.mscale_all_dim},
+                                   {"low_freq_factor", r.low_freq_factor},
+                                   {"high_freq_factor", r.high_freq_factor}}) {
+    if (value) check.in_range(*value, 0, true, kInf, false, p + key);
+  }
+  if (r.beta_fast && r.beta_slow) {
+    check.require(*r.beta_fast > *r.beta_slow, p + "beta_fast", "must be > beta_slow ({}), got {}",
+                  *r.beta_slow, *r.beta_fast);
+  }
+}
+
+// ---- printing ----
+
+struct Entry {
+  std::string key;    // dotted path
+  std::string value;  // YAML plain scalar or flow list; the raw text when `quoted`
+  bool quoted = false;
+};
+
+std::string number(double value) {
+  std::string text = fmt::format("{}", value);
+  if (text.find_first_of(".eEni") == std::string::npos) text += ".0";
+  return text;
+}
+std::string number(int64_t value) { return std::to_string(value); }
+std::string number(uint64_t value) { return std::to_string(value); }
+std::string number(bool value) { return value ? "true" : "false"; }
+template <class T>
+std::string number(const std::optional<T>& value) { return value ? number(*value) : "null"; }
+
+std::string quote(const std::string& text) {
+  std::string out = "\"";
+  for (const char ch : text) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(ch));
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+std::vector<Entry> entries(const JobConfig& c) {
+  const model::RopeScaling& r = c.model.rope_scaling;
+  const auto s = [](const char* key, const std::string& text) { return Entry{key, text, true}; };
+  const auto v = [](const char* key, const auto& value) { return Entry{key, number(value)}; };
+  const auto e = [](const char* key, auto value) { return Entry{key, name_of(value)}; };
+  const auto list = [](const std::vector<int64_t>& values) {
+    std::string text;
+    for (const int64_t value : values) text += (text.empty() ? "" : ", ") + number(value);
+    return "[" + text + "]";
+  };
+  return {
+      s("model.source", c.model.source), e("model.dtype", c.model.dtype),
+      v("model.activation_checkpointing", c.model.activation_checkpointing),
+      v("model.rope_theta", c.model.rope_theta), e("model.rope_scaling.type", r.type),
+      v("model.rope_scaling.factor", r.factor),
+      v("model.rope_scaling.original_max_position_embeddings", r.original_max_position_embeddings),
+      v("model.rope_scaling.attention_factor", r.attention_factor),
+      v("model.rope_scaling.beta_fast", r.beta_fast), v("model.rope_scaling.beta_slow", r.beta_slow),
+      v("model.rope_scaling.mscale", r.mscale), v("model.rope_scaling.mscale_all_dim", r.mscale_all_dim),
+      v("model.rope_scaling.truncate", r.truncate),
+      v("model.rope_scaling.low_freq_factor", r.low_freq_factor),
+      v("model.rope_scaling.high_freq_factor", r.high_freq_factor),
+      s("data.train", c.data.train), s("data.validation", c.data.validation),
+      s("data.tokenizer", c.data.tokenizer), v("data.seq_len", c.data.seq_len), v("data.seed", c.data.seed),
+      v("optim.lr", c.optim.lr), v("optim.beta1", c.optim.beta1), v("optim.beta2", c.optim.beta2),
+      v("optim.eps", c.optim.eps), v("optim.weight_decay", c.optim.weight_decay),
+      v("optim.grad_clip", c.optim.grad_clip), v("optim.fused", c.optim.fused),
+      v("schedule.warmup_steps", c.schedule.warmup_steps),
+      v("schedule.warmup_start_factor", c.schedule.warmup_start_factor),
+      e("schedule.decay", c.schedule.decay), v("schedule.min_lr_factor", c.schedule.min_lr_factor),
+      v("train.steps", c.train.steps), v("train.global_batch", c.train.global_batch),
+      v("train.micro_batch", c.train.micro_batch), e("train.precision", c.train.precision),
+      v("train.log_every", c.train.log_every), v("train.eval_every", c.train.eval_every),
+      v("train.eval_batches", c.train.eval_batches), v("train.seed", c.train.seed),
+      e("train.nan_policy", c.train.nan_policy), v("train.max_skipped_steps", c.train.max_skipped_steps),
+      s("train.run_dir", c.train.run_dir), v("train.deterministic", c.train.deterministic),
+      v("train.peak_flops", c.train.peak_flops), v("train.cpu_threads", c.train.cpu_threads),
+      Entry{"train.inject_nan_steps", list(c.train.inject_nan_steps)},
+      v("checkpoint.every", c.checkpoint.every), v("checkpoint.keep_last", c.checkpoint.keep_last),
+      s("checkpoint.resume", c.checkpoint.resume),
+      v("checkpoint.export_hf_at_end", c.checkpoint.export_hf_at_end),
+      e("parallel.sharding", c.parallel.sharding), e("parallel.backend", c.parallel.backend),
+      v("parallel.collective_timeout_s", c.parallel.collective_timeout_s),
+      Entry{"eval.windows", list(c.eval.windows)}, v("eval.stride", c.eval.stride),
+  };
+}
+
+}  // namespace
+
+std::string to_string(Dtype value) { return name_of(value); }
+std::string to_string(Precision value) { return name_of(value); }
+std::string to_string(LrDecay value) { return name_of(value); }
+std::string to_string(NanPolicy value) { return name_of(value); }
+std::string to_string(Sharding value) { return name_of(value); }
+std::string to_string(Backend value) { return name_of(value); }
+
+std::optional<std::string> ModelSection::preset_name() const {
+  if (!source.starts_with(kPresetPrefix)) return std::nullopt;
+  return source.substr(std::string(kPresetPrefix).size());
+}
+
+bool ModelSection::operator==(const ModelSection& o) const {
+  const auto rope = [](const model::RopeScaling& r) {
+    return std::tie(r.type, r.factor, r.original_max_position_embeddings, r.attention_factor,
+                    r.beta_fast, r.beta_slow, r.mscale, r.mscale_all_dim, r.truncate,
+                    r.low_freq_factor, r.high_freq_factor);
+  };
+  return std::tie(source, dtype, activation_checkpointing, rope_theta) ==
+             std::tie(o.source, o.dtype, o.activation_checkpointing, o.rope_theta) &&
+         rope(rope_scaling) == rope(o.rope_scaling);
+}
+
+bool JobConfig::operator==(const JobConfig& o) const {
+  return model == o.model && data == o.data && optim == o.optim && schedule == o.schedule &&
+         train == o.train && checkpoint == o.checkpoint && parallel == o.parallel && eval == o.eval;
+}
+
+int TrainSection::grad_accum_steps(int world_size) const {
+  LT_CHECK(world_size >= 1, "world size must be >= 1, got {}", world_size);
+  LT_CHECK(micro_batch >= 1, "train.micro_batch: must be > 0, got {}", micro_batch);
+  const int64_t per_step = micro_batch * world_size;
+  LT_CHECK(global_batch > 0 && global_batch % per_step == 0,
+           "train.global_batch: {} is not divisible by train.micro_batch ({}) x world size ({}) = {}; "
+           "use a multiple of {}", global_batch, micro_batch, world_size, per_step, per_step);
+  return static_cast<int>(global_batch / per_step);
+}
+
+void JobConfig::validate() const {
+  const Checker check(*this);
+  validate_model(check, model);
+
+  check.require(data.seq_len >= 2 && data.seq_len <= kMaxTokens, "data.seq_len",
+                "must be in [2, {}] tokens, got {}", kMaxTokens, data.seq_len);
+
+  check.in_range(optim.lr, 0, true, kInf, false, "optim.lr");
+  check.in_range(optim.beta1, 0, false, 1, true, "optim.beta1");
+  check.in_range(optim.beta2, 0, false, 1, true, "optim.beta2");
+  check.in_range(optim.eps, 0, true, kInf, false, "optim.eps");
+  check.in_range(optim.weight_decay, 0, false, kInf, false, "optim.weight_decay");
+  check.in_range(optim.grad_clip, 0, false, kInf, false, "optim.grad_clip");
+
+  check.non_negative(schedule.warmup_steps, "schedule.warmup_steps");
+  check.in_range(schedule.warmup_start_factor, 0, true, 1, false, "schedule.warmup_start_factor");
+  check.in_range(schedule.min_lr_factor, 0, false, 1, false, "schedule.min_lr_factor");
+
+  check.positive(train.steps, "train.steps");
+  check.positive(train.global_batch, "train.global_batch");
+  check.positive(train.micro_batch, "train.micro_batch");
+  check.require(train.global_batch % train.micro_batch == 0, "train.global_batch",
+                "{} is not divisible by train.micro_batch ({})", train.global_batch, train.micro_batch);
+  check.positive(train.log_every, "train.log_every");
+  check.non_negative(train.eval_every, "train.eval_every");
+  check.positive(train.eval_batches, "train.eval_batches");
+  check.non_negative(train.max_skipped_steps, "train.max_skipped_steps");
+  check.require(train.peak_flops >= 0, "train.peak_flops", "must be >= 0, got {}", train.peak_flops);
+  check.non_negative(train.cpu_threads, "train.cpu_threads");
+  check.require(!train.run_dir.empty(), "train.run_dir", "must not be empty");
+  const Dtype compute = train.precision == Precision::kFp32 ? Dtype::kFloat32 : Dtype::kBFloat16;
+  check.require(model.dtype == compute, "model.dtype",
+                "{} contradicts train.precision {} (which computes in {})", to_string(model.dtype),
+                to_string(train.precision), to_string(compute));
+
+  check.non_negative(checkpoint.every, "checkpoint.every");
+  check.positive(checkpoint.keep_last, "checkpoint.keep_last");
+  check.require(!checkpoint.resume.empty(), "checkpoint.resume",
+                "must be \"auto\", \"never\" or a checkpoint path, got \"\"");
+
+  check.positive(parallel.collective_timeout_s, "parallel.collective_timeout_s");
+
+  check.require(eval.stride >= 1 && eval.stride <= kMaxTokens, "eval.stride",
+                "must be in [1, {}] tokens, got {}", kMaxTokens, eval.stride);
+  const std::vector<int64_t> windows = eval.windows.empty() ? std::vector{data.seq_len} : eval.windows;
+  for (const int64_t window : windows) {
+    const std::string key = eval.windows.empty() ? "data.seq_len" : "eval.windows";
+    check.require(window >= 2 && window <= kMaxTokens, key, "window {} is outside [2, {}] tokens",
+                  window, kMaxTokens);
+    check.require(eval.stride <= window, "eval.stride", "{} exceeds the evaluation window {}",
+                  eval.stride, window);
+  }
+}
+
+JobConfig parse_job_config_string(const std::string& yaml_text, const std::string& source_name,
+                                  const std::vector<std::string>& overrides) {
+  YamlDocument document = YamlDocument::from_string(yaml_text, source_name);
+  document.apply_overrides(overrides);
+  JobConfig config = parse(document);
+  config.validate();
+  return config;
+}
+
+JobConfig load_job_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YamlDocument document = YamlDocument::from_file(path);
+  document.apply_overrides(overrides);
+  JobConfig config = parse(document);
+  config.validate();
+  return config;
+}
+
+std::string to_yaml(const JobConfig& config) {
+  std::string out = "# longtune job config, resolved (every setting, defaults included)\n";
+  std::vector<std::string> open;  // sections currently open
+  for (const Entry& entry : entries(config)) {
+    std::vector<std::string> parts;
+    for (size_t start = 0, dot; ; start = dot + 1) {
+      dot = entry.key.find('.', start);
+      parts.push_back(entry.key.substr(start, dot == std::string::npos ? dot : dot - start));
+      if (dot == std::string::npos) break;
+    }
+    size_t common = 0;
+    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
+    open.resize(common);
+    for (; open.size() + 1 < parts.size(); open.push_back(parts[open.size()])) {
+      out += fmt::format("{:{}}{}:\n", "", 2 * open.size(), parts[open.size()]);
+    }
+    out += fmt::format("{:{}}{}: {}\n", "", 2 * open.size(), parts.back(),
+                       entry.quoted ? quote(entry.value) : entry.value);
+  }
+  return out;
+}
+
+std::string to_table(const JobConfig& config) {
+  const auto all = entries(config);
+  size_t width = 0;
+  for (const Entry& entry : all) width = std::max(width, entry.key.size());
+  std::string out;
+  for (const Entry& entry : all) {
+    const std::string value = entry.quoted && entry.value.empty() ? "\"\"" : entry.value;
+    out += fmt::format("{:<{}}  {}\n", entry.key, width, value);
+  }
+  return out;
+}
+
+}  // namespace longtune::config

@@ -1,0 +1,157 @@
+// The training job as plain typed data: what a job file under configs/ says, every field with its
+// default. Loading (YAML plus `--set section.key=value` overrides), validation with
+// `file:line:column: key: message` errors, and printing live here. Not the network's shape (that is
+// model/config.h, whose RopeScaling the `model.rope_scaling` section fills); no torch, no yaml-cpp.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace longtune::config {
+
+enum class Dtype { kFloat32, kBFloat16 };            // "float32" | "bfloat16"
+enum class Precision { kFp32, kBf16Mixed, kBf16 };   // "fp32" | "bf16_mixed" | "bf16"
+enum class LrDecay { kConstant, kCosine, kLinear };  // "constant" | "cosine" | "linear"
+enum class NanPolicy { kStop, kSkip };               // "stop" | "skip"
+enum class Sharding { kFullShard, kShardGradOp, kNoShard };  // "full_shard" | "shard_grad_op" | "no_shard"
+enum class Backend { kAuto, kNccl, kGloo };          // "auto" | "nccl" | "gloo"
+
+// The names above, as written in job files.
+std::string to_string(Dtype value);
+std::string to_string(Precision value);
+std::string to_string(LrDecay value);
+std::string to_string(NanPolicy value);
+std::string to_string(Sharding value);
+std::string to_string(Backend value);
+
+// `model:` what to train and how the network computes.
+struct ModelSection {
+  std::string source = "preset:tiny";     // "preset:<name>" | HF model directory | longtune checkpoint
+  Dtype dtype = Dtype::kFloat32;          // compute dtype; must agree with train.precision
+  bool activation_checkpointing = false;  // recompute each block's activations in backward
+  std::optional<double> rope_theta;       // RoPE base override; unset: the model's own
+  model::RopeScaling rope_scaling;        // position scaling (PI: type linear, factor L'/L)
+
+  // "tiny" for source "preset:tiny"; nullopt when the source is a path.
+  std::optional<std::string> preset_name() const;
+  bool operator==(const ModelSection& other) const;
+};
+
+// `data:` prepared token data.
+struct DataSection {
+  std::string train;       // prepared-data directory for training ("" = none)
+  std::string validation;  // prepared-data directory for validation ("" = none)
+  std::string tokenizer;   // tokenizer path (SentencePiece model; "" = the model's own)
+  int64_t seq_len = 256;   // tokens per training sequence, L' (2 .. 1048576)
+  uint64_t seed = 0;       // data sampling/order seed
+  bool operator==(const DataSection&) const = default;
+};
+
+// `optim:` AdamW.
+struct OptimSection {
+  double lr = 2e-5;            // peak learning rate (> 0)
+  double beta1 = 0.9;          // AdamW beta1, [0, 1)
+  double beta2 = 0.95;         // AdamW beta2, [0, 1)
+  double eps = 1e-8;           // AdamW epsilon (> 0)
+  double weight_decay = 0.0;   // decoupled weight decay (>= 0)
+  double grad_clip = 1.0;      // max global gradient L2 norm (>= 0; 0 disables)
+  bool fused = true;           // use the fused AdamW kernel where available
+  bool operator==(const OptimSection&) const = default;
+};
+
+// `schedule:` learning-rate schedule.
+struct ScheduleSection {
+  int64_t warmup_steps = 20;           // optimizer steps of linear warmup (>= 0)
+  double warmup_start_factor = 0.1;    // lr multiplier at step 0 of warmup, (0, 1]
+  LrDecay decay = LrDecay::kConstant;  // shape after warmup
+  double min_lr_factor = 0.0;          // final lr multiplier for cosine/linear decay, [0, 1]
+  bool operator==(const ScheduleSection&) const = default;
+};
+
+// `train:` the loop.
+struct TrainSection {
+  int64_t steps = 1000;                     // optimizer steps (> 0)
+  int64_t global_batch = 64;                // sequences per optimizer step, all ranks together
+  int64_t micro_batch = 1;                  // sequences per forward/backward, per rank
+  Precision precision = Precision::kFp32;   // fp32 | bf16 compute with fp32 master weights | all bf16
+  int64_t log_every = 1;                    // steps between log lines (> 0)
+  int64_t eval_every = 0;                   // steps between validation passes (0 disables)
+  int64_t eval_batches = 8;                 // micro-batches per validation pass (> 0)
+  uint64_t seed = 0;                        // initialization/dropout seed
+  NanPolicy nan_policy = NanPolicy::kStop;  // on a non-finite loss or gradient: stop or skip the step
+  int64_t max_skipped_steps = 10;           // with nan_policy skip: give up after this many (>= 0)
+  std::string run_dir = "runs/default";     // output directory (logs, checkpoints, resolved config)
+  bool deterministic = false;               // deterministic kernels (slower)
+  double peak_flops = 0;                    // device peak FLOP/s for MFU (0: known GPU table or CPU measured)
+  int64_t cpu_threads = 0;                  // intra-op CPU threads (0: LibTorch's default, all cores)
+  std::vector<int64_t> inject_nan_steps;    // testing: poison the loss at these steps (exercises nan_policy)
+
+  // Gradient-accumulation micro-steps per optimizer step on `world_size` ranks; throws
+  // longtune::Error naming train.global_batch unless global_batch % (micro_batch * world_size) == 0.
+  int grad_accum_steps(int world_size) const;
+  bool operator==(const TrainSection&) const = default;
+};
+
+// `checkpoint:` saving and resuming.
+struct CheckpointSection {
+  int64_t every = 100;            // steps between checkpoints (0: only at the end)
+  int64_t keep_last = 2;          // checkpoints kept on disk (>= 1)
+  std::string resume = "auto";    // "auto" (latest in run_dir, if any) | "never" | checkpoint path
+  bool export_hf_at_end = false;  // also write an HF model directory after the last step
+  bool operator==(const CheckpointSection&) const = default;
+};
+
+// `parallel:` data parallelism.
+struct ParallelSection {
+  Sharding sharding = Sharding::kFullShard;  // FSDP-style sharding of params/grads/optimizer state
+  Backend backend = Backend::kAuto;          // process group; auto: nccl on GPU, gloo on CPU
+  int64_t collective_timeout_s = 600;        // seconds before a hung collective fails (> 0)
+  bool operator==(const ParallelSection&) const = default;
+};
+
+// `eval:` sliding-window perplexity evaluation.
+struct EvalSection {
+  std::vector<int64_t> windows;  // context windows in tokens (empty: just data.seq_len)
+  int64_t stride = 256;          // tokens the window advances per step (> 0, <= every window)
+  bool operator==(const EvalSection&) const = default;
+};
+
+struct JobConfig {
+  ModelSection model;            // what to train
+  DataSection data;              // token data
+  OptimSection optim;            // AdamW
+  ScheduleSection schedule;      // lr schedule
+  TrainSection train;            // the loop
+  CheckpointSection checkpoint;  // saving/resuming
+  ParallelSection parallel;      // data parallelism
+  EvalSection eval;              // perplexity evaluation
+
+  // For error messages only (ignored by ==, not written by to_yaml): the file or source name the
+  // config came from ("" if built in code) and, per dotted key, "file:line:col" or "--set k=v".
+  std::string source;
+  std::map<std::string, std::string> origins;
+
+  // Range and cross-field checks; throws longtune::Error "<where>: <dotted key>: <problem>".
+  void validate() const;
+  // Compares every setting; ignores source and origins.
+  bool operator==(const JobConfig& other) const;
+};
+
+// Reads a job file, applies `section.key=value` overrides, parses strictly and validates.
+JobConfig load_job_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same from YAML text; `source_name` stands in for the file name in messages.
+JobConfig parse_job_config_string(const std::string& yaml_text,
+                                  const std::string& source_name = "<string>",
+                                  const std::vector<std::string>& overrides = {});
+
+// The resolved config, every field included, as YAML that load_job_config reads back equal.
+std::string to_yaml(const JobConfig& config);
+// An aligned "dotted.key  value" listing, one setting per line, for printing at start.
+std::string to_table(const JobConfig& config);
+
+}  // namespace longtune::config

@@ -1,0 +1,100 @@
+// FSDP-style sharding of a model's parameters, gradients and optimizer state over the ranks of a
+// process group, applied from outside the model through its UnitHooks. Each unit (the embedding,
+// every decoder layer, the final norm and head) is one flat vector split evenly over the ranks
+// (padded, so any world size works); each rank keeps only its shard in the master dtype, which is
+// what the optimizer steps on. Modes:
+//   full_shard (ZeRO-3): a unit's compute-dtype parameters are all-gathered just before its forward
+//     and freed after it, re-gathered for its backward, and its gradients reduce-scattered (in
+//     fp32, or the master dtype) into the owning shards as soon as they are complete;
+//   shard_grad_op (ZeRO-2): as full_shard, but gathered parameters stay from forward to backward;
+//   no_shard (DDP-like): every rank holds everything; gradients are all-reduced once per step.
+// On GPU the next unit's all-gather is prefetched while the current one computes and reductions run
+// on the process group's stream. The model's parameters become views into per-unit flat buffers.
+// Not the optimizer, not the checkpoint format (trainer/sharded_checkpoint) and not the process group.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/llama.h"
+#include "dist/flat_layout.h"
+#include "config/job_config.h"
+#include "dist/process_group.h"
+#include "dist/training_parameters.h"
+
+namespace longtune::dist {
+
+struct ShardedMemory {
+  int64_t master_bytes = 0;          // this rank's master shards
+  int64_t grad_bytes = 0;            // this rank's sharded gradients
+  int64_t gathered_bytes = 0;        // unit buffers gathered right now
+  int64_t peak_gathered_bytes = 0;   // the most gathered at once since construction / reset_peak()
+  int64_t largest_unit_bytes = 0;    // one gathered unit, in the compute dtype
+};
+
+class ShardedParameters final : public TrainingParameters, private model::UnitHooks {
+ public:
+  // `model` must be in its compute dtype and hold the same values on every rank (the trainer builds
+  // it from the same seed or checkpoint): each rank keeps its own shard of them. The model may
+  // still be on the host: its parameters move to `device` one unit at a time (then live there as
+  // views of the unit buffers), so the device never holds more than the shards and one unit.
+  // `prefetch` overlaps the next unit's all-gather with the current unit's compute.
+  ShardedParameters(model::LlamaImpl& model, config::Precision precision, config::Sharding mode, ProcessGroup& group,
+                    const c10::Device& device, bool prefetch);
+  ~ShardedParameters() override;
+
+  const std::vector<std::pair<std::string, at::Tensor>>& master() const override { return master_; }
+  void zero_grad() override;
+  void begin_micro_batch(bool last) override { last_micro_batch_ = last; }
+  void finish_backward() override;
+  void finish_step() override;
+  std::function<void(at::Tensor&)> grad_norm_reduction() const override;
+  std::vector<std::pair<std::string, at::Tensor>> full_state() const override;
+  void load_full_state(const std::function<at::Tensor(const std::string&)>& get_tensor) override;
+
+  void save_state(trainer::CheckpointWriter& writer, const trainer::AdamW& optimizer) const override;
+  void load_state(const trainer::CheckpointReader& reader, trainer::AdamW& optimizer) override;
+
+  const std::vector<FlatUnit>& layout() const { return layout_; }
+  ShardedMemory memory() const;
+  void reset_peak() { peak_gathered_bytes_ = gathered_bytes_; }
+
+ private:
+  struct Unit;
+  void before_unit(int64_t unit) override;
+  at::Tensor after_unit(int64_t unit, const at::Tensor& output) override;
+  void start_gather(Unit& unit);
+  void gather(Unit& unit);
+  void release(Unit& unit);
+  void pre_backward(int64_t unit);
+  void on_gradient_ready(int64_t unit);
+  void reduce_gradients(Unit& unit);
+  bool sharded() const { return mode_ != config::Sharding::kNoShard; }
+  size_t unit_named(const std::string& name) const;  // index into layout_; throws if unknown
+
+  model::LlamaImpl& model_;
+  config::Sharding mode_;
+  ProcessGroup& group_;
+  bool prefetch_;
+  bool tied_;
+  int world_;  // ranks a unit is split over (1 under no_shard)
+  at::ScalarType compute_dtype_, master_dtype_, reduce_dtype_;
+  std::vector<FlatUnit> layout_;
+  std::vector<std::unique_ptr<Unit>> units_;
+  std::vector<std::pair<std::string, at::Tensor>> master_;
+  // Gradient reductions in flight, in issue order; at most kReductionsInFlight, so their fp32
+  // buffers never add up to a whole unsharded gradient.
+  static constexpr size_t kReductionsInFlight = 2;
+  std::deque<std::function<void()>> reductions_;
+  bool last_micro_batch_ = true;
+  int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
+};
+
+}  // namespace longtune::dist

@@ -1,0 +1,65 @@
+// The ranks of a distributed run as one communicator: TCPStore rendezvous at MASTER_ADDR:PORT
+// (hosted by rank 0, or by torchrun's agent), then c10d's ProcessGroupNCCL on GPUs or
+// ProcessGroupGloo on CPU behind one interface, so the sharding code has a single path for both.
+// Every collective is asynchronous and returns a PendingCollective; a collective that does not
+// complete within the configured timeout becomes an error (Gloo throws from wait(); NCCL's watchdog
+// tears the process down), never a silent hang. Not the sharding policy (trainer/fsdp).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dist/dist_env.h"
+#include "config/job_config.h"
+
+namespace longtune::dist {
+
+// A collective in flight. wait() blocks the CPU (Gloo) or orders the current CUDA stream after it
+// (NCCL), then runs the collective's completion step (e.g. accumulate a reduced gradient).
+class PendingCollective {
+ public:
+  PendingCollective() = default;
+  explicit PendingCollective(std::function<void()> wait) : wait_(std::move(wait)) {}
+  bool pending() const { return static_cast<bool>(wait_); }
+  void wait();
+
+ private:
+  std::function<void()> wait_;
+};
+
+class ProcessGroup {
+ public:
+  // Rendezvous of `env.world_size` ranks and the backend for `device` (auto: NCCL for CUDA, Gloo for
+  // CPU). `timeout` bounds the rendezvous and every collective. Throws longtune::Error on failure.
+  static std::unique_ptr<ProcessGroup> create(const DistEnv& env, const c10::Device& device, config::Backend backend,
+                                              std::chrono::milliseconds timeout);
+  virtual ~ProcessGroup() = default;
+
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual std::string backend_name() const = 0;
+
+  // out (world * n) = every rank's `in` (n), in rank order. Any dtype on either backend.
+  virtual PendingCollective all_gather(const at::Tensor& out, const at::Tensor& in) = 0;
+  // out (n) = this rank's n-slice of the elementwise sum over ranks of `in` (world * n). `in` may be
+  // overwritten. Floating dtypes.
+  virtual PendingCollective reduce_scatter_sum(const at::Tensor& out, const at::Tensor& in) = 0;
+  // tensor = elementwise sum over ranks, in place.
+  virtual PendingCollective all_reduce_sum(const at::Tensor& tensor) = 0;
+  // Returns when every rank has called it (within the timeout).
+  virtual void barrier() = 0;
+  // Every rank contributes `value`; returns all ranks' values in rank order (through the store;
+  // for small metadata such as checkpoint file listings). `key` must be unique per call.
+  virtual std::vector<std::string> all_gather_strings(const std::string& key, const std::string& value) = 0;
+};
+
+// Sums a double over every rank (a convenience over all_reduce_sum, waited on).
+double all_reduce_sum(ProcessGroup& group, double value, const c10::Device& device);
+
+}  // namespace longtune::dist

@@ -1,0 +1,393 @@
+// Tests for trainer/fsdp (with trainer/process_group and trainer/sharded_checkpoint): ranks are
+// threads of this process joined by a real Gloo process group on loopback. Sharded gradients and
+// updates equal a single process's (every mode, activation checkpointing, tied embeddings, unit
+// sizes that do not divide by the world size); per-rank memory is total / world plus gathered
+// units; sharded checkpoint state reloads under another world size and in one process; a stalled
+// rank turns into an error within the collective timeout. CPU-only; a few seconds.
+#include "dist/fsdp.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "model/loss.h"
+#include "trainer/checkpoint.h"
+#include "trainer/optimizer.h"
+#include "tests/test_support.h"
+
+namespace longtune::dist {
+namespace {
+
+using Named = std::vector<std::pair<std::string, at::Tensor>>;
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  socklen_t length = sizeof(address);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// Runs body(rank, group) on `world` threads, each a rank of one Gloo group; fails on any rank's error.
+void run_ranks(int world, const std::function<void(int, ProcessGroup&)>& body,
+               std::chrono::milliseconds timeout = std::chrono::seconds(30),
+               c10::Device device = c10::Device(c10::kCPU), config::Backend backend = config::Backend::kGloo) {
+  const int port = free_port();
+  std::vector<std::string> errors(world);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < world; ++rank)
+    threads.emplace_back([&, rank] {
+      try {
+        DistEnv env;
+        env.rank = env.local_rank = rank;
+        env.world_size = env.local_world_size = world;
+        env.master_port = port;
+        env.gloo_interface = "lo";
+        auto group = ProcessGroup::create(env, device, backend, timeout);
+        body(rank, *group);
+      } catch (const std::exception& e) {
+        errors[rank] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int rank = 0; rank < world; ++rank) EXPECT_EQ(errors[rank], "") << "rank " << rank;
+}
+
+// Odd sizes everywhere, so units split unevenly over 2, 3 and 4 ranks.
+model::ModelConfig odd_config(bool tied) {
+  model::ModelConfig c;
+  c.vocab_size = 61;
+  c.hidden_size = 25;
+  c.intermediate_size = 37;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 6;
+  c.max_position_embeddings = 32;
+  c.tie_word_embeddings = tied;
+  return c;
+}
+
+model::Llama make_model(const model::ModelConfig& config, bool checkpointing) {
+  at::manual_seed(7);
+  model::Llama m(config);
+  m->set_activation_checkpointing(checkpointing);
+  m->train();
+  return m;
+}
+
+at::Tensor batch_tokens(int64_t rows, int64_t length, int64_t vocab) {
+  at::manual_seed(11);
+  return at::randint(vocab, {rows, length + 1}, at::kLong);
+}
+
+// One step of training on `tokens` (rows split over ranks): the loss is each rank's NLL sum over
+// the global token count, as the trainer computes it.
+void train_step(model::LlamaImpl& m, TrainingParameters& params, trainer::AdamW& optimizer, const at::Tensor& rows,
+                double global_tokens, const std::function<void(at::Tensor&)>& reduce,
+                const std::function<void()>& after_backward = {}) {
+  params.zero_grad();
+  params.begin_micro_batch(true);
+  const int64_t t = rows.size(1) - 1;
+  (model::nll_sum(m.forward(rows.slice(1, 0, t)), rows.slice(1, 1)) / global_tokens).backward();
+  params.finish_backward();
+  if (after_backward) after_backward();
+  std::vector<at::Tensor> grads;
+  for (const auto& [name, p] : params.master()) grads.push_back(p.grad());
+  trainer::clip_grad_norm(grads, 0.5, reduce);
+  optimizer.step(1e-2);
+  params.finish_step();
+}
+
+struct Reference {
+  Named grads_after_backward;  // per parameter
+  Named weights_after_step;
+};
+
+Reference single_process(const model::ModelConfig& config, const at::Tensor& tokens, bool checkpointing) {
+  model::Llama m = make_model(config, checkpointing);
+  LocalParameters params(*m, config::Precision::kFp32);
+  config::OptimSection options;
+  trainer::AdamW optimizer(params.master(), options);
+  Reference ref;
+  params.zero_grad();
+  const int64_t t = tokens.size(1) - 1;
+  (model::nll_sum(m->forward(tokens.slice(1, 0, t)), tokens.slice(1, 1)) / double(tokens.size(0) * t)).backward();
+  for (const auto& [name, p] : params.master()) ref.grads_after_backward.emplace_back(name, p.grad().clone());
+  params.zero_grad();
+  train_step(*m, params, optimizer, tokens, double(tokens.size(0) * t), {});
+  for (const auto& [name, p] : params.master()) ref.weights_after_step.emplace_back(name, p.detach().clone());
+  return ref;
+}
+
+double max_difference(const Named& a, const Named& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    worst = std::max(worst, (a[i].second - b[i].second).abs().max().item<double>());
+  }
+  return worst;
+}
+
+struct Case {
+  int world;
+  config::Sharding mode;
+  bool checkpointing;
+  bool tied;
+  bool prefetch;
+};
+
+class ShardedMatchesSingleProcess : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ShardedMatchesSingleProcess, GradientsAndUpdate) {
+  const Case c = GetParam();
+  const model::ModelConfig config = odd_config(c.tied);
+  const int64_t rows = 12, length = 9;
+  const at::Tensor tokens = batch_tokens(rows, length, config.vocab_size);
+  const Reference ref = single_process(config, tokens, c.checkpointing);
+  std::vector<model::Llama> models;
+  for (int r = 0; r < c.world; ++r) models.push_back(make_model(config, c.checkpointing));
+  bool uneven = false;
+  for (const FlatUnit& unit : flat_units(*models[0])) uneven |= unit.numel % c.world != 0;
+  if (c.world > 1 && c.mode != config::Sharding::kNoShard) EXPECT_TRUE(uneven) << "the test wants a unit that does not divide by the world size";
+  std::mutex mutex;
+  run_ranks(c.world, [&](int rank, ProcessGroup& group) {
+    model::LlamaImpl& m = *models[rank];
+    ShardedParameters params(m, config::Precision::kFp32, c.mode, group, c10::Device(c10::kCPU), c.prefetch);
+    config::OptimSection options;
+    trainer::AdamW optimizer(params.master(), options);
+    const int64_t per_rank = rows / c.world;
+    const at::Tensor mine = tokens.narrow(0, rank * per_rank, per_rank);
+    // The whole gradient, put together from every rank's shard.
+    Named grads;
+    auto gather_grads = [&] {
+      for (size_t u = 0; u < params.layout().size(); ++u) {
+        const FlatUnit& unit = params.layout()[u];
+        at::Tensor shard = params.master()[u].second.grad();
+        at::Tensor flat = shard.clone();  // clipping scales the live gradient in place later
+        if (c.mode != config::Sharding::kNoShard) {
+          flat = at::empty({shard.numel() * c.world}, shard.options());
+          group.all_gather(flat, shard).wait();
+        }
+        for (const FlatParam& p : unit.params) grads.emplace_back(p.name, flat.narrow(0, p.offset, p.numel).view(p.shape));
+      }
+    };
+    train_step(m, params, optimizer, mine, double(rows * length), params.grad_norm_reduction(), gather_grads);
+    const Named weights = params.full_state();  // collective
+    std::lock_guard<std::mutex> lock(mutex);
+    // Gradients: equal up to the reordered sums over ranks, relative to the largest gradient.
+    double largest = 0;
+    for (const auto& [name, g] : ref.grads_after_backward) largest = std::max(largest, g.abs().max().item<double>());
+    EXPECT_LT(max_difference(grads, ref.grads_after_backward), 1e-6 * largest) << "rank " << rank;
+    // Summing over ranks reorders the gradient sums (~1e-9 here); AdamW's first step is about
+    // lr * g / |g| per element, so elements with tiny gradients turn that into up to ~1e-5.
+    const double error = max_difference(weights, ref.weights_after_step);
+    EXPECT_LT(error, 1e-4) << "rank " << rank;
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ShardedMatchesSingleProcess,
+                         ::testing::Values(Case{1, config::Sharding::kFullShard, false, false, false},
+                                           Case{2, config::Sharding::kFullShard, false, false, true},
+                                           Case{3, config::Sharding::kFullShard, false, false, false},
+                                           Case{3, config::Sharding::kFullShard, true, false, true},
+                                           Case{3, config::Sharding::kFullShard, false, true, true},
+                                           Case{4, config::Sharding::kShardGradOp, false, false, false},
+                                           Case{3, config::Sharding::kNoShard, false, false, false},
+                                           Case{2, config::Sharding::kNoShard, true, true, true}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           const Case& c = info.param;
+                           return "world" + std::to_string(c.world) + "_" + to_string(c.mode) +
+                                  (c.checkpointing ? "_checkpointing" : "") + (c.tied ? "_tied" : "") +
+                                  (c.prefetch ? "_prefetch" : "");
+                         });
+
+// The NCCL path on one GPU (world size 1, as a one-GPU launch runs it): same gradients as the
+// unsharded model on that GPU.
+TEST(ShardedParameters, NcclOnOneGpuMatchesUnsharded) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const c10::Device cuda(c10::kCUDA, 0);
+  const model::ModelConfig config = odd_config(false);
+  const at::Tensor tokens = batch_tokens(4, 9, config.vocab_size).to(cuda);
+  model::Llama reference = make_model(config, false);
+  reference->to(cuda);
+  LocalParameters local(*reference, config::Precision::kFp32);
+  local.zero_grad();
+  (model::nll_sum(reference->forward(tokens.slice(1, 0, 9)), tokens.slice(1, 1)) / 36.0).backward();
+  model::Llama sharded_model = make_model(config, false);  // stays on the host: sharding moves it
+  run_ranks(1, [&](int, ProcessGroup& group) {
+    EXPECT_EQ(group.backend_name(), "nccl");
+    ShardedParameters params(*sharded_model, config::Precision::kFp32, config::Sharding::kFullShard, group, cuda, /*prefetch=*/true);
+    params.zero_grad();
+    params.begin_micro_batch(true);
+    (model::nll_sum(sharded_model->forward(tokens.slice(1, 0, 9)), tokens.slice(1, 1)) / 36.0).backward();
+    params.finish_backward();
+    for (size_t u = 0; u < params.layout().size(); ++u)
+      for (const FlatParam& p : params.layout()[u].params)
+        for (const auto& [name, t] : local.master())
+          if (name == p.name)
+            EXPECT_LT((params.master()[u].second.grad().narrow(0, p.offset, p.numel).view(p.shape) - t.grad())
+                          .abs().max().item<double>(), 1e-6) << name;
+  }, std::chrono::seconds(60), cuda, config::Backend::kNccl);
+}
+
+TEST(ShardedParameters, MemoryPerRankIsTotalOverWorldPlusGatheredUnits) {
+  model::ModelConfig config = odd_config(false);
+  config.hidden_size = 64;
+  config.head_dim = 16;
+  config.intermediate_size = 160;
+  config.num_hidden_layers = 6;
+  config.vocab_size = 300;
+  const int world = 4;
+  std::vector<model::Llama> models;
+  for (int r = 0; r < world; ++r) models.push_back(make_model(config, false));
+  const int64_t total = config.num_parameters();
+  const at::Tensor tokens = batch_tokens(world, 16, config.vocab_size);
+  std::mutex mutex;
+  run_ranks(world, [&](int rank, ProcessGroup& group) {
+    model::LlamaImpl& m = *models[rank];
+    ShardedParameters params(m, config::Precision::kFp32, config::Sharding::kFullShard, group, c10::Device(c10::kCPU), /*prefetch=*/false);
+    config::OptimSection options;
+    trainer::AdamW optimizer(params.master(), options);
+    params.reset_peak();
+    train_step(m, params, optimizer, tokens.narrow(0, rank, 1), 16.0 * world, params.grad_norm_reduction());
+    const ShardedMemory memory = params.memory();
+    int64_t optimizer_bytes = 0;
+    for (const auto& [name, t] : optimizer.state())
+      if (name != "step") optimizer_bytes += t.numel() * t.element_size();
+    const int64_t state = memory.master_bytes + memory.grad_bytes + optimizer_bytes;
+    const int64_t whole = total * 4 * 4;  // fp32 master + grad + two moments
+    const int64_t padding = m.num_units() * world * 4 * 4;
+    std::lock_guard<std::mutex> lock(mutex);
+    std::printf("rank %d: state %lld B of %lld B total (1/%d = %lld B); peak gathered %lld B, largest unit %lld B\n",
+                rank, static_cast<long long>(state), static_cast<long long>(whole), world,
+                static_cast<long long>(whole / world), static_cast<long long>(memory.peak_gathered_bytes),
+                static_cast<long long>(memory.largest_unit_bytes));
+    EXPECT_LE(state, whole / world + padding);
+    EXPECT_GE(state, whole / world - padding);
+    EXPECT_EQ(memory.gathered_bytes, 0) << "every unit is freed after the step";
+    // Forward holds one unit at a time; the head stays gathered into backward, where one more
+    // unit is gathered beside it.
+    EXPECT_LE(memory.peak_gathered_bytes, 2 * memory.largest_unit_bytes);
+    EXPECT_GT(memory.peak_gathered_bytes, 0);
+  });
+}
+
+// Saves a world-4 sharded state, then loads it at world 3 and in one process: same weights and
+// moments.
+TEST(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcess) {
+  const model::ModelConfig config = odd_config(false);
+  const at::Tensor tokens = batch_tokens(4, 8, config.vocab_size);
+  longtune::testing::TempDir dir;
+  class Part final : public trainer::Stateful {
+   public:
+    Part(TrainingParameters& p, trainer::AdamW& o) : params(p), optimizer(o) {}
+    void save(trainer::CheckpointWriter& w) const override { params.save_state(w, optimizer); }
+    void load(const trainer::CheckpointReader& r) override { params.load_state(r, optimizer); }
+    TrainingParameters& params;
+    trainer::AdamW& optimizer;
+  };
+  Named saved_weights, saved_moments;
+  std::vector<model::Llama> models;
+  for (int r = 0; r < 4; ++r) models.push_back(make_model(config, false));
+  std::mutex mutex;
+  run_ranks(4, [&](int rank, ProcessGroup& group) {
+    ShardedParameters params(*models[rank], config::Precision::kFp32, config::Sharding::kFullShard, group, c10::Device(c10::kCPU), false);
+    trainer::AdamW optimizer(params.master(), config::OptimSection{});
+    train_step(*models[rank], params, optimizer, tokens.narrow(0, rank, 1), 32.0, params.grad_norm_reduction());
+    trainer::CheckpointManager manager(dir.path(), 1);
+    Part part(params, optimizer);
+    manager.save(1, {{"parameters", &part}}, &group);
+    const Named weights = params.full_state();
+    std::lock_guard<std::mutex> lock(mutex);
+    if (rank == 0) saved_weights = weights;
+  });
+  const auto step_dir = trainer::CheckpointManager(dir.path(), 1).find_resume("auto");
+  ASSERT_TRUE(step_dir.has_value());
+  EXPECT_TRUE(std::filesystem::exists(*step_dir / "model.rank00003.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(*step_dir / "sharding.json"));
+  // One process.
+  model::Llama single = make_model(config, false);
+  LocalParameters local(*single, config::Precision::kFp32);
+  trainer::AdamW local_optimizer(local.master(), config::OptimSection{});
+  Part local_part(local, local_optimizer);
+  trainer::CheckpointManager::load(*step_dir, {{"parameters", &local_part}});
+  EXPECT_EQ(max_difference(local.full_state(), saved_weights), 0.0);
+  EXPECT_EQ(local_optimizer.steps_taken(), 1);
+  // Three ranks: their consolidated moments equal the single process's.
+  Named local_moments;
+  for (const auto& [name, t] : local_optimizer.state())
+    if (name != "step") local_moments.emplace_back(name, t.clone());
+  models.clear();
+  for (int r = 0; r < 3; ++r) models.push_back(make_model(config, false));
+  run_ranks(3, [&](int rank, ProcessGroup& group) {
+    ShardedParameters params(*models[rank], config::Precision::kFp32, config::Sharding::kFullShard, group, c10::Device(c10::kCPU), false);
+    trainer::AdamW optimizer(params.master(), config::OptimSection{});
+    Part part(params, optimizer);
+    trainer::CheckpointManager::load(*step_dir, {{"parameters", &part}});
+    const Named weights = params.full_state();
+    std::lock_guard<std::mutex> lock(mutex);
+    EXPECT_EQ(max_difference(weights, saved_weights), 0.0) << "rank " << rank;
+    // The rank's moment shard equals the matching range of the single process's moments.
+    const FlatUnit& unit = params.layout()[1];
+    const int64_t begin = unit.shard_begin(rank, 3), end = unit.shard_end(rank, 3);
+    at::Tensor expected = at::cat([&] {
+      std::vector<at::Tensor> flat;
+      for (const FlatParam& p : unit.params)
+        for (const auto& [name, t] : local_moments)
+          if (name == "exp_avg/" + p.name) flat.push_back(t.reshape({-1}));
+      return flat;
+    }());
+    for (const auto& [name, t] : optimizer.state())
+      if (name == "exp_avg/" + unit.name)
+        EXPECT_TRUE(at::equal(t.narrow(0, 0, end - begin), expected.narrow(0, begin, end - begin)));
+  });
+}
+
+TEST(ProcessGroup, StalledRankBecomesAnErrorWithinTheTimeout) {
+  const auto timeout = std::chrono::milliseconds(1500);
+  std::string error;
+  double waited = 0;
+  const int port = free_port();
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank)
+    threads.emplace_back([&, rank] {
+      DistEnv env;
+      env.rank = env.local_rank = rank;
+      env.world_size = env.local_world_size = 2;
+      env.master_port = port;
+      env.gloo_interface = "lo";
+      auto group = ProcessGroup::create(env, c10::Device(c10::kCPU), config::Backend::kGloo, timeout);
+      if (rank == 1) {
+        std::this_thread::sleep_for(timeout * 3);  // stalls: never joins the collective
+        return;
+      }
+      const auto start = std::chrono::steady_clock::now();
+      try {
+        at::Tensor t = at::ones({4});
+        group->all_reduce_sum(t).wait();
+      } catch (const Error& e) {
+        error = e.what();
+      }
+      waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_NE(error.find("rank 0: all_reduce failed"), std::string::npos) << error;
+  EXPECT_NE(error.find("collective timeout of 1 s"), std::string::npos) << error;
+  EXPECT_LT(waited, 3 * 1.5);
+}
+
+}  // namespace
+}  // namespace longtune::dist
