@@ -2,8 +2,14 @@
 // a callback that throws longtune::Error on failure; main() maps errors to exit codes.
 #pragma once
 
+#include <string>
+#include <vector>
+
 namespace CLI {
 class App;
+}
+namespace longtune::trainer {
+class StepProbe;
 }
 
 namespace longtune::cli {
@@ -23,6 +29,15 @@ void add_export_command(CLI::App& app);   // longtune export-hf ...
 void add_debug_command(CLI::App& app);   // longtune debug logits ... (numbers for outside checks)
 void add_data_commands(CLI::App& app);   // longtune tokenizer train | prepare-data | data inspect
 void add_train_command(CLI::App& app);   // longtune train JOB.yaml [--set k=v ...]
+
+// What `longtune train` runs (also `longtune debug train`, which adds a test probe).
+struct TrainArgs {
+  std::string job;
+  std::vector<std::string> overrides;
+  std::string log_level = "info";
+};
+void add_train_options(CLI::App& command, TrainArgs& args);
+void run_train(const TrainArgs& args, trainer::StepProbe* probe);
 void add_plot_command(CLI::App& app);    // longtune plot RUN_DIR
 void add_study_command(CLI::App& app);   // longtune study-report DIR
 

@@ -1,15 +1,21 @@
 // `longtune debug logits`: runs a model on given tokens and writes logits, loss and (optionally)
 // parameter gradients to a safetensors file, so anyone can compare our numbers with another
-// implementation (our HF-parity tests do exactly that).
+// implementation (our HF-parity tests do exactly that). `longtune debug train`: `longtune train`
+// with faults injected through the step's test seam (a NaN loss at chosen steps, to drill
+// train.nan_policy); for tests, not for training.
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
 #include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+#include <limits>
 
 #include "common/check.h"
 #include "model/loss.h"
 #include "model/safetensors.h"
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "trainer/train_step.h"
 
 namespace longtune::cli {
 
@@ -20,6 +26,19 @@ struct LogitsArgs {
   int64_t batch = 1;
   bool backward = false;
   bool activation_checkpointing = false;
+};
+
+// Poisons the loss of the chosen optimizer steps.
+class NanLossAtSteps final : public trainer::StepProbe {
+ public:
+  explicit NanLossAtSteps(std::vector<int64_t> steps) : steps_(std::move(steps)) {}
+  void on_loss(int64_t step, at::Tensor& nll_sum) override {
+    if (std::find(steps_.begin(), steps_.end(), step) != steps_.end())
+      nll_sum = nll_sum * std::numeric_limits<double>::quiet_NaN();
+  }
+
+ private:
+  std::vector<int64_t> steps_;
 };
 
 void run_logits(const LogitsArgs& args) {
@@ -64,6 +83,19 @@ void add_debug_command(CLI::App& app) {
   logits->add_flag("--backward", args->backward, "also compute gradients of the mean loss");
   logits->add_flag("--activation-checkpointing", args->activation_checkpointing, "recompute layers in backward");
   logits->callback([args] { run_logits(*args); });
+
+  auto train_args = std::make_shared<TrainArgs>();
+  auto nan_steps = std::make_shared<std::vector<int64_t>>();
+  CLI::App* train = debug->add_subcommand("train", "`longtune train` with a NaN loss injected at chosen steps (tests)");
+  add_train_options(*train, *train_args);
+  train->add_option("--nan-loss-at-steps", *nan_steps, "optimizer steps (1-based) whose loss becomes NaN")
+      ->delimiter(',')
+      ->required();
+  train->callback([train_args, nan_steps, &app] {
+    train_args->log_level = app.get_option("--log-level")->as<std::string>();
+    NanLossAtSteps probe(*nan_steps);
+    run_train(*train_args, &probe);
+  });
 }
 
 }  // namespace longtune::cli

@@ -88,7 +88,7 @@ void run_document_perplexity(const PerplexityArgs& args) {
   const c10::Device device = trainer::pick_device(env.local_rank);
   std::unique_ptr<dist::ProcessGroup> group;
   if (env.distributed())
-    group = dist::ProcessGroup::create(env, device, config::Backend::kAuto, std::chrono::minutes(30));
+    group = dist::ProcessGroup::create(env, device, dist::Backend::kAuto, std::chrono::minutes(30));
   const bool leader = env.rank == 0;
   model::Llama llama = load_model(args.model_dir, args.dtype, args.rope);
   const EvalDocuments docs = open_documents(args, llama->config());

@@ -38,10 +38,9 @@ struct PasskeyArgs {
 
 fs::path tokenizer_path(const PasskeyArgs& args) {
   if (!args.tokenizer.empty()) return args.tokenizer;
-  const fs::path candidate = trainer::resolve_model_source(args.model_dir).directory / "tokenizer.model";
-  LT_CHECK(fs::is_regular_file(candidate), "eval passkey: {} holds no tokenizer.model; pass --tokenizer",
-           args.model_dir);
-  return candidate;
+  const std::optional<fs::path> found = trainer::source_tokenizer(trainer::resolve_model_source(args.model_dir));
+  LT_CHECK(found.has_value(), "eval passkey: {} holds no tokenizer.model; pass --tokenizer", args.model_dir);
+  return *found;
 }
 
 nlohmann::ordered_json to_json(const eval::PasskeyResult& r, const PasskeyArgs& args, bool with_trials) {

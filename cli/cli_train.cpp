@@ -16,15 +16,8 @@
 #include "trainer/trainer.h"
 
 namespace longtune::cli {
-namespace {
 
-struct TrainArgs {
-  std::string job;
-  std::vector<std::string> overrides;
-  std::string log_level = "info";
-};
-
-void run_train(const TrainArgs& args) {
+void run_train(const TrainArgs& args, trainer::StepProbe* probe) {
   namespace fs = std::filesystem;
   const config::JobConfig config = config::load_job_config(args.job, args.overrides);
   fs::create_directories(config.train.run_dir);
@@ -37,7 +30,8 @@ void run_train(const TrainArgs& args) {
                  .string();
   init_logging(log);
   LT_INFO("job {} -> run directory {}\n{}", args.job, config.train.run_dir, config::to_table(config));
-  trainer::Trainer trainer(config, dist);
+  trainer::apply_torch_settings(config.train);
+  trainer::Trainer trainer(config, dist, probe);
   const trainer::RunOutcome outcome = trainer.train();
   if (outcome == trainer::RunOutcome::kPreempted) throw ExitStatus(trainer::kExitPreempted);
   if (dist.rank != 0) return;  // the final checkpoint is complete on disk; one rank exports it
@@ -49,16 +43,18 @@ void run_train(const TrainArgs& args) {
             << (config.checkpoint.export_hf_at_end ? ", hf/" : "") << ")\n";
 }
 
-}  // namespace
+void add_train_options(CLI::App& command, TrainArgs& args) {
+  command.add_option("job", args.job, "job file (see configs/)")->required();
+  command.add_option("--set", args.overrides, "override a setting: section.key=value (repeatable)");
+}
 
 void add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* cmd = app.add_subcommand("train", "Train (PI fine-tune or pretrain) from a YAML job file");
-  cmd->add_option("job", args->job, "job file (see configs/)")->required();
-  cmd->add_option("--set", args->overrides, "override a setting: section.key=value (repeatable)");
+  add_train_options(*cmd, *args);
   cmd->callback([args, &app] {
     args->log_level = app.get_option("--log-level")->as<std::string>();
-    run_train(*args);
+    run_train(*args, /*probe=*/nullptr);
   });
 }
 

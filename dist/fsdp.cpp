@@ -11,9 +11,6 @@
 #include <map>
 
 #include "common/check.h"
-#include "trainer/checkpoint.h"
-#include "trainer/optimizer.h"
-#include "trainer/sharded_checkpoint.h"
 
 namespace longtune::dist {
 
@@ -59,27 +56,26 @@ struct ShardedParameters::Unit {
   bool reduced = false;            // this micro-batch's gradient has been handed to a reduction
 };
 
-ShardedParameters::ShardedParameters(model::LlamaImpl& model, config::Precision precision, config::Sharding mode,
+ShardedParameters::ShardedParameters(model::LlamaImpl& model, MixedPrecision precision, ShardingStrategy mode,
                                      ProcessGroup& group, const c10::Device& device, bool prefetch)
     : model_(model),
       mode_(mode),
       group_(group),
       prefetch_(prefetch),
       tied_(model.config().tie_word_embeddings),
-      world_(mode == config::Sharding::kNoShard ? 1 : group.world_size()),
-      compute_dtype_(compute_dtype(precision)),
-      master_dtype_(precision == config::Precision::kBf16 ? at::kBFloat16 : at::kFloat),
+      world_(mode == ShardingStrategy::kNoShard ? 1 : group.world_size()),
+      compute_dtype_(precision.param_dtype),
+      master_dtype_(precision.master_dtype),
       reduce_dtype_(at::kFloat),  // gradients are summed over ranks in fp32, whatever the compute dtype
       layout_(flat_units(model)) {
   torch::NoGradGuard no_grad;
   std::map<std::string, at::Tensor> by_name;
   for (const auto& item : model.named_parameters()) {
-    LT_CHECK(item.value().scalar_type() == compute_dtype_, "parameter {} is {}, but precision {} computes in {}",
-             item.key(), c10::toString(item.value().scalar_type()), to_string(precision),
-             c10::toString(compute_dtype_));
+    LT_CHECK(item.value().scalar_type() == compute_dtype_, "parameter {} is {}, but the precision policy computes in {}",
+             item.key(), c10::toString(item.value().scalar_type()), c10::toString(compute_dtype_));
     by_name.emplace(item.key(), item.value());
   }
-  const int rank = mode == config::Sharding::kNoShard ? 0 : group.rank();
+  const int rank = mode == ShardingStrategy::kNoShard ? 0 : group.rank();
   for (size_t u = 0; u < layout_.size(); ++u) {
     const FlatUnit& flat = layout_[u];
     auto unit = std::make_unique<Unit>();
@@ -162,7 +158,7 @@ at::Tensor ShardedParameters::after_unit(int64_t index, const at::Tensor& output
   }
   if (!sharded()) return output;
   if (training) {
-    const bool keep = mode_ == config::Sharding::kShardGradOp || index == head || (tied_ && index == 0);
+    const bool keep = mode_ == ShardingStrategy::kShardGradOp || index == head || (tied_ && index == 0);
     if (!keep) release(*units_[index]);
   } else {
     if (!(tied_ && index == 0)) release(*units_[index]);
@@ -261,10 +257,13 @@ std::function<void(at::Tensor&)> ShardedParameters::grad_norm_reduction() const 
 
 // ---- state ----
 
-size_t ShardedParameters::unit_named(const std::string& name) const {
-  for (size_t u = 0; u < layout_.size(); ++u)
-    if (layout_[u].name == name) return u;
-  LT_FAIL("sharding: no unit named '{}'", name);
+MasterPlacement ShardedParameters::placement() const {
+  MasterPlacement placement;
+  placement.unit_shards = true;
+  placement.shard = sharded() ? group_.rank() : 0;
+  placement.shards = world_;
+  placement.distinct = sharded();
+  return placement;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> ShardedParameters::full_state() const {
@@ -282,84 +281,17 @@ std::vector<std::pair<std::string, at::Tensor>> ShardedParameters::full_state() 
   return state;
 }
 
-void ShardedParameters::load_full_state(const std::function<at::Tensor(const std::string&)>& get_tensor) {
+void ShardedParameters::load_masters(const std::function<at::Tensor(size_t index)>& value_of) {
   torch::NoGradGuard no_grad;
-  const int rank = sharded() ? group_.rank() : 0;
   for (auto& unit : units_) {
-    const FlatUnit& flat = layout_[unit->index];
-    const int64_t begin = flat.shard_begin(rank, world_), end = flat.shard_end(rank, world_);
-    unit->master.zero_();
-    for (const FlatParam& p : flat.params) {
-      const int64_t lo = std::max(begin, p.offset), hi = std::min(end, p.offset + p.numel);
-      if (lo >= hi) continue;
-      const at::Tensor value = get_tensor(p.name);
-      LT_CHECK(value.sizes() == at::IntArrayRef(p.shape), "tensor {} has shape {}, the model needs {}", p.name,
-               fmt::format("{}", fmt::join(value.sizes(), "x")), fmt::format("{}", fmt::join(p.shape, "x")));
-      unit->master.narrow(0, lo - begin, hi - lo).copy_(value.reshape({-1}).narrow(0, lo - p.offset, hi - lo));
-    }
+    const at::Tensor value = value_of(static_cast<size_t>(unit->index));
+    LT_CHECK(value.dim() == 1 && value.numel() == unit->shard && value.scalar_type() == master_dtype_,
+             "sharding: unit '{}' needs a {} shard of {} elements, got {} of shape {}", layout_[unit->index].name,
+             c10::toString(master_dtype_), unit->shard, c10::toString(value.scalar_type()),
+             fmt::format("{}", fmt::join(value.sizes(), "x")));
+    unit->master.copy_(value);
   }
   finish_step();
-}
-
-void ShardedParameters::save_state(trainer::CheckpointWriter& writer, const trainer::AdamW& optimizer) const {
-  if (!sharded()) {
-    // Every rank holds everything: rank 0 writes the single-process layout.
-    if (group_.rank() == 0) {
-      writer.put_tensors("model", full_state());
-      std::vector<std::pair<std::string, at::Tensor>> moments;
-      for (const auto& [name, value] : optimizer.state()) {
-        if (name == "step") {
-          moments.emplace_back(name, value);
-          continue;
-        }
-        const size_t slash = name.find('/');
-        for (const FlatParam& p : layout_[unit_named(name.substr(slash + 1))].params)
-          moments.emplace_back(name.substr(0, slash) + "/" + p.name, value.narrow(0, p.offset, p.numel).view(p.shape));
-      }
-      writer.put_tensors("optimizer", moments);
-    }
-    return;
-  }
-  const int rank = group_.rank();
-  std::vector<std::pair<std::string, at::Tensor>> masters, moments;
-  std::map<std::string, int64_t> valid;
-  for (const auto& unit : units_) {
-    const FlatUnit& flat = layout_[unit->index];
-    valid[flat.name] = flat.shard_end(rank, world_) - flat.shard_begin(rank, world_);
-    masters.emplace_back(flat.name, unit->master.detach().narrow(0, 0, valid[flat.name]));
-  }
-  for (const auto& [name, value] : optimizer.state()) {
-    if (name == "step") {
-      moments.emplace_back(name, value);
-      continue;
-    }
-    moments.emplace_back(name, value.narrow(0, 0, valid.at(name.substr(name.find('/') + 1))));
-  }
-  writer.put_tensors(trainer::rank_part("model", rank), masters);
-  writer.put_tensors(trainer::rank_part("optimizer", rank), moments);
-  if (rank == 0) writer.put_json("sharding", layout_to_json(layout_, world_));
-}
-
-void ShardedParameters::load_state(const trainer::CheckpointReader& reader, trainer::AdamW& optimizer) {
-  torch::NoGradGuard no_grad;
-  const trainer::CheckpointTensors saved(reader, layout_);
-  const int rank = sharded() ? group_.rank() : 0;
-  // This rank's shard of a unit's `kind`, padded with zeros past the end of the flat vector.
-  auto shard_of = [&](const std::string& kind, const std::string& unit_name) {
-    const size_t u = unit_named(unit_name);
-    const FlatUnit& flat = layout_[u];
-    const int64_t begin = flat.shard_begin(rank, world_), end = flat.shard_end(rank, world_);
-    at::Tensor shard = at::zeros({units_[u]->shard}, at::TensorOptions().dtype(master_dtype_));
-    if (end > begin) shard.narrow(0, 0, end - begin).copy_(saved.flat_range(kind, u, begin, end));
-    return shard;
-  };
-  for (auto& unit : units_) unit->master.copy_(shard_of("model", layout_[unit->index].name));
-  finish_step();
-  optimizer.load_state([&](const std::string& name) {
-    if (name == "step") return saved.optimizer_step();
-    const size_t slash = name.find('/');
-    return shard_of(name.substr(0, slash), name.substr(slash + 1));
-  });
 }
 
 ShardedMemory ShardedParameters::memory() const {

@@ -10,7 +10,7 @@
 //   no_shard (DDP-like): every rank holds everything; gradients are all-reduced once per step.
 // On GPU the next unit's all-gather is prefetched while the current one computes and reductions run
 // on the process group's stream. The model's parameters become views into per-unit flat buffers.
-// Not the optimizer, not the checkpoint format (trainer/sharded_checkpoint) and not the process group.
+// Not the optimizer, not the checkpoint format (trainer/training_state) and not the process group.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -25,11 +25,13 @@
 
 #include "model/llama.h"
 #include "dist/flat_layout.h"
-#include "config/job_config.h"
 #include "dist/process_group.h"
 #include "dist/training_parameters.h"
 
 namespace longtune::dist {
+
+// The modes above, as torch.distributed.fsdp.ShardingStrategy names them.
+enum class ShardingStrategy { kFullShard, kShardGradOp, kNoShard };
 
 struct ShardedMemory {
   int64_t master_bytes = 0;          // this rank's master shards
@@ -46,7 +48,7 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   // still be on the host: its parameters move to `device` one unit at a time (then live there as
   // views of the unit buffers), so the device never holds more than the shards and one unit.
   // `prefetch` overlaps the next unit's all-gather with the current unit's compute.
-  ShardedParameters(model::LlamaImpl& model, config::Precision precision, config::Sharding mode, ProcessGroup& group,
+  ShardedParameters(model::LlamaImpl& model, MixedPrecision precision, ShardingStrategy mode, ProcessGroup& group,
                     const c10::Device& device, bool prefetch);
   ~ShardedParameters() override;
 
@@ -56,13 +58,11 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   void finish_backward() override;
   void finish_step() override;
   std::function<void(at::Tensor&)> grad_norm_reduction() const override;
+  const std::vector<FlatUnit>& layout() const override { return layout_; }
+  MasterPlacement placement() const override;
   std::vector<std::pair<std::string, at::Tensor>> full_state() const override;
-  void load_full_state(const std::function<at::Tensor(const std::string&)>& get_tensor) override;
+  void load_masters(const std::function<at::Tensor(size_t index)>& value) override;
 
-  void save_state(trainer::CheckpointWriter& writer, const trainer::AdamW& optimizer) const override;
-  void load_state(const trainer::CheckpointReader& reader, trainer::AdamW& optimizer) override;
-
-  const std::vector<FlatUnit>& layout() const { return layout_; }
   ShardedMemory memory() const;
   void reset_peak() { peak_gathered_bytes_ = gathered_bytes_; }
 
@@ -76,11 +76,10 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   void pre_backward(int64_t unit);
   void on_gradient_ready(int64_t unit);
   void reduce_gradients(Unit& unit);
-  bool sharded() const { return mode_ != config::Sharding::kNoShard; }
-  size_t unit_named(const std::string& name) const;  // index into layout_; throws if unknown
+  bool sharded() const { return mode_ != ShardingStrategy::kNoShard; }
 
   model::LlamaImpl& model_;
-  config::Sharding mode_;
+  ShardingStrategy mode_;
   ProcessGroup& group_;
   bool prefetch_;
   bool tied_;

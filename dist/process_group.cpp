@@ -157,9 +157,9 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const DistEnv& env, std::chrono::mill
 
 }  // namespace
 
-std::unique_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env, const c10::Device& device, config::Backend backend,
+std::unique_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env, const c10::Device& device, Backend backend,
                                                    std::chrono::milliseconds timeout) {
-  const bool nccl = backend == config::Backend::kNccl || (backend == config::Backend::kAuto && device.is_cuda());
+  const bool nccl = backend == Backend::kNccl || (backend == Backend::kAuto && device.is_cuda());
   LT_CHECK(!nccl || device.is_cuda(), "parallel.backend: nccl needs a CUDA device, but this rank runs on {}",
            device.str());
   c10::intrusive_ptr<c10d::Store> store = rendezvous(env, timeout);

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "dist/dist_env.h"
-#include "config/job_config.h"
 
 namespace longtune::dist {
 
@@ -33,11 +32,14 @@ class PendingCollective {
   std::function<void()> wait_;
 };
 
+// Which c10d backend: auto picks NCCL for a CUDA device and Gloo for the CPU.
+enum class Backend { kAuto, kNccl, kGloo };
+
 class ProcessGroup {
  public:
   // Rendezvous of `env.world_size` ranks and the backend for `device` (auto: NCCL for CUDA, Gloo for
   // CPU). `timeout` bounds the rendezvous and every collective. Throws longtune::Error on failure.
-  static std::unique_ptr<ProcessGroup> create(const DistEnv& env, const c10::Device& device, config::Backend backend,
+  static std::unique_ptr<ProcessGroup> create(const DistEnv& env, const c10::Device& device, Backend backend,
                                               std::chrono::milliseconds timeout);
   virtual ~ProcessGroup() = default;
 

@@ -1,9 +1,11 @@
 // How the trainer holds the parameters it optimizes, kept apart from the model so that sharding
 // slots in from outside: the optimizer only ever sees "master" tensors with gradients, and the
 // model only ever sees its own compute-dtype parameters. LocalParameters is the single-process
-// form (whole tensors): fp32 trains the model's fp32 parameters directly; bf16_mixed keeps fp32
-// masters beside a bf16 model and moves gradients/weights between them; bf16 trains the bf16
-// parameters directly. FSDP (trainer/fsdp) implements the same interface with flat local shards.
+// form (whole tensors): with equal dtypes the model's parameters are the masters; with fp32
+// masters beside a bf16 model (bf16_mixed) gradients and weights move between them. FSDP
+// (dist/fsdp) implements the same interface with one flat local shard per unit. Parameters say
+// where their masters sit in the model's flat layout; what a checkpoint makes of that is
+// trainer/training_state's business, not theirs.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,16 +15,28 @@
 #include <utility>
 #include <vector>
 
+#include "dist/flat_layout.h"
 #include "model/llama.h"
-#include "config/job_config.h"
-
-namespace longtune::trainer {
-class AdamW;
-class CheckpointReader;
-class CheckpointWriter;
-}  // namespace longtune::trainer
 
 namespace longtune::dist {
+
+// The dtypes of a precision policy (as FSDP2's MixedPrecisionPolicy names them).
+struct MixedPrecision {
+  at::ScalarType param_dtype = at::kFloat;   // what the model computes in
+  at::ScalarType master_dtype = at::kFloat;  // what the optimizer steps on
+};
+
+// Where master() sits in the model's flat layout (dist/flat_layout).
+struct MasterPlacement {
+  // false: master() holds whole parameters, by parameter name (LocalParameters). true: master()[u]
+  // is this rank's flat shard of unit u, by unit name (ShardedParameters).
+  bool unit_shards = false;
+  int shard = 0;        // unit_shards: which of `shards` consecutive pieces of each unit this rank holds
+  int shards = 1;       // unit_shards: pieces per unit (1 when every rank holds everything)
+  // Ranks hold different shards (full_shard, shard_grad_op), so each saves its own; otherwise every
+  // rank holds the same values and one saves them for all.
+  bool distinct = false;
+};
 
 class TrainingParameters {
  public:
@@ -41,37 +55,37 @@ class TrainingParameters {
   virtual void finish_step() = 0;
   // Sums a per-rank partial squared gradient norm across ranks (identity on one process).
   virtual std::function<void(at::Tensor&)> grad_norm_reduction() const { return {}; }
-  // Full (unsharded) master values by name, for checkpoints and export; and their inverse.
+
+  // The model's units and where master() sits in them.
+  virtual const std::vector<FlatUnit>& layout() const = 0;
+  virtual MasterPlacement placement() const = 0;
+  // Full (unsharded) master values by parameter name; a collective under sharding.
   virtual std::vector<std::pair<std::string, at::Tensor>> full_state() const = 0;
-  virtual void load_full_state(const std::function<at::Tensor(const std::string&)>& get_tensor) = 0;
-  // This rank's share of the masters and of `optimizer`'s state, into a checkpoint, and back from a
-  // checkpoint of any layout and world size (trainer/sharded_checkpoint).
-  virtual void save_state(trainer::CheckpointWriter& writer, const trainer::AdamW& optimizer) const = 0;
-  virtual void load_state(const trainer::CheckpointReader& reader, trainer::AdamW& optimizer) = 0;
+  // Overwrites every master: value(i) is master()[i]'s new value (its shape; copied as is, so the
+  // dtype must be the master's), then refreshes the model's parameters as finish_step() does.
+  virtual void load_masters(const std::function<at::Tensor(size_t index)>& value) = 0;
 };
 
 class LocalParameters final : public TrainingParameters {
  public:
-  // `model` must already be in its compute dtype (fp32 for fp32, bf16 for bf16_mixed/bf16).
-  LocalParameters(model::LlamaImpl& model, config::Precision precision);
+  // `model` must already be in precision.param_dtype.
+  LocalParameters(model::LlamaImpl& model, MixedPrecision precision);
 
   const std::vector<std::pair<std::string, at::Tensor>>& master() const override { return master_; }
   void zero_grad() override;
   void finish_backward() override;
   void finish_step() override;
+  const std::vector<FlatUnit>& layout() const override { return layout_; }
+  MasterPlacement placement() const override { return {}; }
   std::vector<std::pair<std::string, at::Tensor>> full_state() const override { return master_; }
-  void load_full_state(const std::function<at::Tensor(const std::string&)>& get_tensor) override;
-  void save_state(trainer::CheckpointWriter& writer, const trainer::AdamW& optimizer) const override;
-  void load_state(const trainer::CheckpointReader& reader, trainer::AdamW& optimizer) override;
+  void load_masters(const std::function<at::Tensor(size_t index)>& value) override;
 
  private:
   model::LlamaImpl& model_;
+  std::vector<FlatUnit> layout_;
   std::vector<std::pair<std::string, at::Tensor>> model_params_;  // the model's own parameters
-  std::vector<std::pair<std::string, at::Tensor>> master_;        // same tensors unless bf16_mixed
+  std::vector<std::pair<std::string, at::Tensor>> master_;        // same tensors unless dtypes differ
   bool separate_master_;
 };
-
-// The dtype the model computes in under `precision`.
-at::ScalarType compute_dtype(config::Precision precision);
 
 }  // namespace longtune::dist

@@ -1,10 +1,9 @@
 // Charts of a run: metrics.jsonl -> .dat columns -> a gnuplot script -> PNGs (see plot.h). gnuplot
-// runs through trainer/gnuplot.h, its output collected into plots/gnuplot.log.
+// runs through report/gnuplot.h, its output collected into plots/gnuplot.log.
 #include "report/plot.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <map>
@@ -14,6 +13,7 @@
 #include "common/file_io.h"
 #include "common/log.h"
 #include "report/gnuplot.h"
+#include "trainer/metrics.h"
 
 namespace longtune::report {
 
@@ -28,45 +28,22 @@ struct EvalPoint {
   double step, val_loss, val_ppl;
 };
 
-double number_or_nan(const nlohmann::json& record, const char* key) {
-  const auto it = record.find(key);
-  return it != record.end() && it->is_number() ? it->get<double>() : std::nan("");
-}
-
 // A number as gnuplot reads it back: full precision, "NaN" for missing.
 std::string column(double value) { return std::isfinite(value) ? fmt::format("{}", value) : "NaN"; }
 
 }  // namespace
 
 PlotOutput plot_run(const fs::path& run_dir) {
-  const fs::path metrics_path = run_dir / "metrics.jsonl";
+  const fs::path metrics_path = run_dir / trainer::metrics_file_name();
   LT_CHECK(fs::exists(metrics_path), "plot: {} not found (is {} a run directory?)", metrics_path.string(),
            run_dir.string());
 
+  const trainer::MetricsHistory history = trainer::read_metrics(metrics_path);
   std::vector<TrainPoint> train;
   std::map<int64_t, std::vector<EvalPoint>> eval_by_window;  // window 0: not recorded
-  std::istringstream lines(read_file(metrics_path));
-  int64_t line_number = 0;
-  for (std::string line; std::getline(lines, line);) {
-    ++line_number;
-    if (line.empty()) continue;
-    const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (record.is_discarded() || !record.is_object()) {
-      LT_WARN("plot: {}:{}: skipping an unreadable line", metrics_path.string(), line_number);
-      continue;
-    }
-    const std::string kind = record.value("kind", std::string());
-    const bool is_eval = kind == "eval" || record.value("eval", false);
-    const double step = number_or_nan(record, "step");
-    if (!std::isfinite(step)) continue;
-    if (is_eval) {
-      const auto window = record.find("window");
-      const int64_t w = window != record.end() && window->is_number_integer() ? window->get<int64_t>() : 0;
-      eval_by_window[w].push_back({step, number_or_nan(record, "val_loss"), number_or_nan(record, "val_ppl")});
-    } else if (kind == "train" || (kind.empty() && record.contains("loss"))) {
-      train.push_back({step, number_or_nan(record, "loss"), number_or_nan(record, "lr")});
-    }
-  }
+  for (const trainer::TrainRecord& r : history.train) train.push_back({double(r.step), r.loss, r.lr});
+  for (const trainer::EvalRecord& r : history.eval)
+    eval_by_window[r.window.value_or(0)].push_back({double(r.step), r.val_loss, r.val_ppl});
   LT_CHECK(!train.empty() || !eval_by_window.empty(), "plot: {} holds no train or eval records",
            metrics_path.string());
 

@@ -2,11 +2,8 @@
 // package gnuplot-nox; an Error says so when `gnuplot` is not on PATH). Not a live dashboard and not
 // the writer of the metrics (trainer/metrics.h).
 //
-// Records read from metrics.jsonl (one JSON object per line; other kinds and unreadable lines are
-// skipped, the latter with a warning):
-//   train: {"kind": "train", "step": N, "loss": X, "lr": Y, ...}
-//   eval:  {"kind": "eval", "step": N, "val_loss": X, "val_ppl": Y, ...} ("eval": true also marks
-//          one); an optional integer "window" (tokens) draws one line per evaluation window.
+// The records come through trainer/metrics.h's reader: train steps (loss, lr) and eval passes
+// (val_loss, val_ppl; a record naming its window draws one line per evaluation window).
 // Written under run_dir/plots/: train.dat and eval.dat (whitespace columns, headers in '#'
 // comments), plots.gp (the gnuplot script, to re-run or edit), and the charts loss.png (training
 // loss, validation loss as points), lr.png and val_ppl.png (log scale; only when eval records

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "model/safetensors.h"
 #include "dist/process_group.h"
+#include "trainer/training_state.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -25,7 +26,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kCheckpointsDir = "checkpoints";
-constexpr const char* kCompleteFile = "COMPLETE";
+const char* const kCompleteFile = complete_marker_name();
 constexpr const char* kFormat = "longtune.checkpoint";
 constexpr int kFormatVersion = 1;
 constexpr const char* kStepPrefix = "step_";
@@ -471,6 +472,11 @@ void CheckpointManager::load(const fs::path& directory,
       LT_FAIL("checkpoint {}: loading part '{}': {}", directory.string(), part_name, message);
     }
   }
+}
+
+bool CheckpointManager::is_complete(const fs::path& directory) {
+  std::error_code error;
+  return fs::is_regular_file(directory / kCompleteFile, error);
 }
 
 int64_t CheckpointManager::step_of(const fs::path& directory) {

@@ -1,11 +1,11 @@
-// Training checkpoints: a checkpoint is a named set of stateful parts (model, optimizer, schedule,
-// data reader, RNG, trainer counters, resolved config), each saving itself through a
-// CheckpointWriter into files of one step directory run_dir/checkpoints/step_NNNNNNNN/. Saving is
+// Training checkpoints on disk: a checkpoint is a named set of stateful parts, each saving itself
+// through a CheckpointWriter into files of one step directory run_dir/checkpoints/step_NNNNNNNN/
+// (which parts and files a training run has is trainer/training_state's). Saving is
 // atomic: files go into a hidden temporary directory, are fsynced, a COMPLETE marker listing every
 // file's size and SHA-256 is written last, and only then is the directory renamed into place, so a
 // kill -9 at any moment never damages an earlier checkpoint. Resume picks the newest complete step
 // whose checksums verify and falls back to older ones with a warning. Not the policy of when to save
-// (the trainer) and not sharding (each rank's parts are whatever the trainer hands in).
+// (the trainer), not the parts' names and contents (trainer/training_state).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -106,6 +106,8 @@ class CheckpointManager {
   // Loads every part from `directory`; a part the checkpoint lacks is an error naming it. Does not
   // re-verify checksums (find_resume did).
   static void load(const std::filesystem::path& directory, const std::map<std::string, Stateful*>& parts);
+  // Whether `directory` holds the completion marker (a complete checkpoint; checksums not verified).
+  static bool is_complete(const std::filesystem::path& directory);
   // The step number recorded in `directory`'s COMPLETE marker.
   static int64_t step_of(const std::filesystem::path& directory);
 

@@ -5,10 +5,10 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "model/hf_checkpoint.h"
-#include "trainer/checkpoint.h"
 #include "dist/flat_layout.h"
+#include "trainer/checkpoint.h"
 #include "trainer/model_source.h"
-#include "trainer/sharded_checkpoint.h"
+#include "trainer/training_state.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -26,30 +26,27 @@ fs::path export_checkpoint_to_hf(const fs::path& checkpoint, const fs::path& out
   model::HfSaveOptions save;
   save.dtype = model::dtype_from_name(options.dtype);
   save.max_shard_bytes = static_cast<int64_t>(options.max_shard_gb * 1e9);
-  const CheckpointReader reader(*step_dir);
-  if (reader.has_part("sharding")) {
+  const CheckpointWeights weights(*step_dir);
+  if (const auto& sharding = weights.sharding()) {
     // Consolidate one unit at a time from however many ranks' shards hold it: one file per unit.
-    int saved_world = 0;
-    std::vector<dist::FlatUnit> layout =
-        dist::layout_from_json(reader.json("sharding"), (*step_dir / "sharding.json").string(), &saved_world);
-    const CheckpointTensors saved(reader, layout);
+    const std::vector<dist::FlatUnit>& layout = sharding->layout;
     model::save_hf_model_streamed(config, out.string(), static_cast<int64_t>(layout.size()), [&](int64_t u) {
       const dist::FlatUnit& unit = layout[static_cast<size_t>(u)];
-      const at::Tensor flat = saved.flat_range("model", static_cast<size_t>(u), 0, unit.numel);  // (numel,)
+      const at::Tensor flat = weights.unit(static_cast<size_t>(u));  // (numel,)
       std::vector<std::pair<std::string, at::Tensor>> tensors;
       for (const dist::FlatParam& p : unit.params)
         tensors.emplace_back(p.name, flat.narrow(0, p.offset, p.numel).view(p.shape));
       return tensors;
     }, save);
-    LT_INFO("consolidated {} units from the shards of {} ranks", layout.size(), saved_world);
+    LT_INFO("consolidated {} units from the shards of {} ranks", layout.size(), sharding->world_size);
   } else {
     model::Llama llama = build_model(config, source, at::kFloat);
     model::save_hf_model(*llama, out.string(), save);
   }
-  if (fs::is_regular_file(*step_dir / "tokenizer.model"))
-    fs::copy_file(*step_dir / "tokenizer.model", out / "tokenizer.model", fs::copy_options::overwrite_existing);
+  if (const auto tokenizer = weights.tokenizer())
+    fs::copy_file(*tokenizer, out / tokenizer->filename(), fs::copy_options::overwrite_existing);
   else
-    LT_WARN("{}: holds no tokenizer.model (the run had no data.tokenizer); copy it into {} yourself",
+    LT_WARN("{}: holds no tokenizer (the run had no data.tokenizer); copy it into {} yourself",
             step_dir->string(), out.string());
   LT_INFO("exported {} (step {}, window {}, rope {} x{}) to {}", step_dir->string(),
           CheckpointManager::step_of(*step_dir), config.max_position_embeddings,

@@ -1,17 +1,19 @@
-// metrics.jsonl writing and rewinding, the model-FLOPs count behind MFU and the peak-FLOPs
-// defaults. No CUDA headers: GPU names come in as strings and GPU timing syncs through .item().
+// metrics.jsonl records (writing, reading, rewinding), the model-FLOPs count behind MFU and the
+// peak-FLOPs defaults. No CUDA headers: GPU names come in as strings and GPU timing syncs through .item().
 #include "trainer/metrics.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/randn.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 #include <utility>
@@ -25,6 +27,91 @@ namespace longtune::trainer {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Full precision, and the spellings Python's json module reads for non-finite values.
+std::string number(double value) {
+  if (!std::isfinite(value)) return std::isnan(value) ? "NaN" : (value > 0 ? "Infinity" : "-Infinity");
+  return fmt::format("{}", value);
+}
+
+double number_or_nan(const nlohmann::json& record, const char* key) {
+  const auto it = record.find(key);
+  return it != record.end() && it->is_number() ? it->get<double>() : std::nan("");
+}
+
+int64_t count_or_zero(const nlohmann::json& record, const char* key) {
+  const auto it = record.find(key);
+  return it != record.end() && it->is_number() ? it->get<int64_t>() : 0;
+}
+
+std::string train_line(const TrainRecord& r) {
+  return fmt::format(
+      "{{\"kind\": \"train\", \"step\": {}, \"loss\": {}, \"lr\": {}, \"grad_norm\": {}, \"tokens\": {}, "
+      "\"tokens_per_s\": {:.1f}, \"mfu\": {:.5f}, \"peak_mem_bytes\": {}, \"elapsed_s\": {:.3f}, "
+      "\"skipped\": {}}}",
+      r.step, number(r.loss), number(r.lr), number(r.grad_norm), r.tokens, r.tokens_per_s, r.mfu, r.peak_mem_bytes,
+      r.elapsed_s, r.skipped ? "true" : "false");
+}
+
+std::string eval_line(const EvalRecord& r) {
+  const std::string window = r.window ? fmt::format(", \"window\": {}", *r.window) : "";
+  return fmt::format("{{\"kind\": \"eval\", \"step\": {}, \"val_loss\": {}, \"val_ppl\": {}, \"val_tokens\": {}{}}}",
+                     r.step, number(r.val_loss), number(r.val_ppl), r.val_tokens, window);
+}
+
+}  // namespace
+
+const char* metrics_file_name() { return "metrics.jsonl"; }
+
+std::string to_json_line(const MetricsRecord& record) {
+  return std::holds_alternative<TrainRecord>(record) ? train_line(std::get<TrainRecord>(record))
+                                                     : eval_line(std::get<EvalRecord>(record));
+}
+
+MetricsHistory read_metrics(const fs::path& path) {
+  MetricsHistory history;
+  std::istringstream lines(read_file(path));
+  int64_t line_number = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ++line_number;
+    if (line.empty()) continue;
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (record.is_discarded() || !record.is_object()) {
+      LT_WARN("metrics: {}:{}: skipping an unreadable line", path.string(), line_number);
+      continue;
+    }
+    const double step = number_or_nan(record, "step");
+    if (!std::isfinite(step)) continue;
+    const std::string kind = record.value("kind", std::string());
+    // Records written before "kind" existed: eval ones carried "eval": true, train ones a loss.
+    if (kind == "eval" || record.value("eval", false)) {
+      EvalRecord r;
+      r.step = static_cast<int64_t>(step);
+      r.val_loss = number_or_nan(record, "val_loss");
+      r.val_ppl = number_or_nan(record, "val_ppl");
+      r.val_tokens = count_or_zero(record, "val_tokens");
+      const auto window = record.find("window");
+      if (window != record.end() && window->is_number_integer()) r.window = window->get<int64_t>();
+      history.eval.push_back(r);
+    } else if (kind == "train" || (kind.empty() && record.contains("loss"))) {
+      TrainRecord r;
+      r.step = static_cast<int64_t>(step);
+      r.loss = number_or_nan(record, "loss");
+      r.lr = number_or_nan(record, "lr");
+      r.grad_norm = number_or_nan(record, "grad_norm");
+      r.tokens = count_or_zero(record, "tokens");
+      r.tokens_per_s = number_or_nan(record, "tokens_per_s");
+      r.mfu = number_or_nan(record, "mfu");
+      r.peak_mem_bytes = count_or_zero(record, "peak_mem_bytes");
+      r.elapsed_s = number_or_nan(record, "elapsed_s");
+      r.skipped = record.value("skipped", false);
+      history.train.push_back(r);
+    }
+  }
+  return history;
+}
+
 MetricsLog::MetricsLog(fs::path path, bool enabled) : path_(std::move(path)), enabled_(enabled) {
   if (!enabled_) return;
   if (path_.has_parent_path()) fs::create_directories(path_.parent_path());
@@ -33,11 +120,11 @@ MetricsLog::MetricsLog(fs::path path, bool enabled) : path_(std::move(path)), en
   ::close(fd);
 }
 
-void MetricsLog::write(const std::string& json_object) {
+void MetricsLog::write(const MetricsRecord& record) {
   if (!enabled_) return;
   // Opened per record rather than held open: truncate_after replaces the file by rename, and a
   // single O_APPEND write() per line leaves at worst one torn last line after a kill.
-  const std::string line = json_object + "\n";
+  const std::string line = to_json_line(record) + "\n";
   const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   LT_CHECK(fd >= 0, "metrics log: cannot open {}: {}", path_.string(), std::strerror(errno));
   size_t done = 0;

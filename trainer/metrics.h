@@ -1,15 +1,60 @@
-// What a training run reports: run_dir/metrics.jsonl (one JSON object per line: train steps and
-// eval records), the model-FLOPs accounting behind MFU, and the peak-FLOPs default per device.
-// Plots of a run are made from the same file (trainer/plot.h). Not the console progress line.
+// What a training run reports: run_dir/metrics.jsonl, one JSON object per line, each a
+// TrainRecord or an EvalRecord with one writer (MetricsLog) and one reader (read_metrics, which the
+// charts of report/plot use); the model-FLOPs accounting behind MFU; and the peak-FLOPs default per
+// device. Not the console progress line.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <variant>
+#include <vector>
 
 #include "model/config.h"
 
 namespace longtune::trainer {
+
+// The name a run directory gives its metrics.
+const char* metrics_file_name();
+
+// One optimizer step. Read back, a field the line lacks is NaN (0 / false for counts and flags).
+struct TrainRecord {
+  int64_t step = 0;            // optimizer steps completed
+  double loss = 0;             // mean NLL over the global batch
+  double lr = 0;
+  double grad_norm = 0;        // before clipping
+  int64_t tokens = 0;          // target tokens trained on so far
+  double tokens_per_s = 0;
+  double mfu = 0;              // model FLOPs utilisation, 0..1
+  int64_t peak_mem_bytes = 0;  // device allocator peak, or the process's peak RSS on the CPU
+  double elapsed_s = 0;        // training wall time over all runs
+  bool skipped = false;        // dropped by nan_policy skip
+};
+
+// One validation pass.
+struct EvalRecord {
+  int64_t step = 0;
+  double val_loss = 0;               // mean NLL per token
+  double val_ppl = 0;
+  int64_t val_tokens = 0;
+  std::optional<int64_t> window;     // the context window, when the record names one
+};
+
+using MetricsRecord = std::variant<TrainRecord, EvalRecord>;
+
+// The line a record is written as (full-precision numbers, so runs compare bit for bit).
+std::string to_json_line(const MetricsRecord& record);
+
+struct MetricsHistory {
+  std::vector<TrainRecord> train;
+  std::vector<EvalRecord> eval;
+};
+
+// Every record of a metrics file in order. Unreadable lines (a torn last line, non-finite numbers
+// JSON cannot spell) and records of unknown kinds or without a step are skipped, with a warning for
+// the unreadable. Throws longtune::Error if the file cannot be read.
+MetricsHistory read_metrics(const std::filesystem::path& path);
 
 class MetricsLog {
  public:
@@ -18,8 +63,8 @@ class MetricsLog {
   // Keeps only the records whose "step" <= step (a resumed run rewinds the file to its checkpoint,
   // so the file ends up equal to an uninterrupted run's); rewritten atomically.
   void truncate_after(int64_t step);
-  // Appends one record (a JSON object text without newline) and flushes it to the OS.
-  void write(const std::string& json_object);
+  // Appends one record as one line and hands it to the OS.
+  void write(const MetricsRecord& record);
   const std::filesystem::path& path() const { return path_; }
 
  private:

@@ -13,20 +13,17 @@
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
 #include "trainer/checkpoint.h"
-#include "dist/flat_layout.h"
-#include "trainer/sharded_checkpoint.h"
+#include "trainer/training_state.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
 
 namespace {
 constexpr const char* kPresetPrefix = "preset:";
-// Names inside our checkpoints (trainer/trainer.cpp writes them).
-constexpr const char* kModelConfigPart = "model_config.json";
 }  // namespace
 
 std::optional<fs::path> find_checkpoint_directory(const fs::path& path) {
-  if (fs::is_regular_file(path / "COMPLETE")) return path;
+  if (CheckpointManager::is_complete(path)) return path;
   const std::vector<fs::path> complete = CheckpointManager(path, /*keep_last=*/1).list_complete();
   if (complete.empty()) return std::nullopt;
   return complete.front();
@@ -69,11 +66,9 @@ model::ModelConfig job_model_config(const config::ModelSection& section, const M
     case ModelSource::Kind::kHfDirectory:
       config = model::load_hf_model_config(source.directory.string());
       break;
-    case ModelSource::Kind::kCheckpoint: {
-      const fs::path file = source.directory / kModelConfigPart;
-      config = model::model_config_from_hf_json(nlohmann::json::parse(read_file(file)), file.string());
+    case ModelSource::Kind::kCheckpoint:
+      config = CheckpointWeights(source.directory).model_config();
       break;
-    }
   }
   if (source.kind != ModelSource::Kind::kPreset)
     LT_CHECK(tokenizer_vocab <= config.vocab_size,
@@ -86,6 +81,21 @@ model::ModelConfig job_model_config(const config::ModelSection& section, const M
   return config;
 }
 
+std::optional<fs::path> source_tokenizer(const ModelSource& source) {
+  switch (source.kind) {
+    case ModelSource::Kind::kPreset:
+      return std::nullopt;
+    case ModelSource::Kind::kHfDirectory: {
+      const fs::path path = source.directory / "tokenizer.model";  // HF's name for a SentencePiece model
+      if (fs::is_regular_file(path)) return path;
+      return std::nullopt;
+    }
+    case ModelSource::Kind::kCheckpoint:
+      return CheckpointWeights(source.directory).tokenizer();
+  }
+  return std::nullopt;
+}
+
 model::Llama build_model(const model::ModelConfig& config, const ModelSource& source, at::ScalarType dtype) {
   model::Llama llama(config);
   switch (source.kind) {
@@ -95,20 +105,10 @@ model::Llama build_model(const model::ModelConfig& config, const ModelSource& so
     case ModelSource::Kind::kHfDirectory:
       model::load_hf_weights(*llama, source.directory.string());
       break;
-    case ModelSource::Kind::kCheckpoint: {
-      // Whole or sharded (any world size): the checkpoint's masters, one parameter at a time.
-      const CheckpointReader reader(source.directory);
-      const CheckpointTensors saved(reader, dist::flat_units(*llama));
-      torch::NoGradGuard no_grad;
-      for (const auto& item : llama->named_parameters()) {
-        const at::Tensor value = saved.whole("model", item.key());
-        LT_CHECK(value.sizes() == item.value().sizes(), "{}: tensor {} has shape {}, the model needs {}",
-                 source.directory.string(), item.key(), fmt::format("{}", fmt::join(value.sizes(), "x")),
-                 fmt::format("{}", fmt::join(item.value().sizes(), "x")));
-        item.value().copy_(value);
-      }
+    case ModelSource::Kind::kCheckpoint:
+      // Whole or sharded (any world size): the checkpoint's masters, one unit at a time.
+      CheckpointWeights(source.directory).load_into(*llama);
       break;
-    }
   }
   llama->to(dtype);
   return llama;

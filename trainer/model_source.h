@@ -37,6 +37,10 @@ std::optional<std::filesystem::path> find_checkpoint_directory(const std::filesy
 model::ModelConfig job_model_config(const config::ModelSection& section, const ModelSource& source, int64_t seq_len,
                                     int64_t tokenizer_vocab);
 
+// The SentencePiece tokenizer a source carries (an HF directory's tokenizer.model, the one a
+// checkpoint saved), or nullopt (presets carry none).
+std::optional<std::filesystem::path> source_tokenizer(const ModelSource& source);
+
 // Builds the model on the CPU in `dtype`: random init (HF's normal(0, 0.02), seeded by the caller's
 // RNG) for presets, weights from the directory otherwise.
 model::Llama build_model(const model::ModelConfig& config, const ModelSource& source, at::ScalarType dtype);

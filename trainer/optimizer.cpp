@@ -20,6 +20,8 @@
 #include <cmath>
 #include <numbers>
 
+#include <fmt/format.h>
+
 #include "common/check.h"
 
 namespace longtune::trainer {
@@ -34,13 +36,11 @@ std::string shape_string(at::IntArrayRef sizes) {
 
 // Loads one saved state tensor into `target` (same shape and dtype required; copied bit for bit
 // onto target's device).
-void load_into(at::Tensor& target, const std::string& name,
-               const std::function<at::Tensor(const std::string&)>& get_tensor) {
-  const at::Tensor saved = get_tensor(name);
-  LT_CHECK(saved.defined(), "optimizer state: tensor '{}' is missing", name);
-  LT_CHECK(saved.sizes() == target.sizes(), "optimizer state: tensor '{}' has shape {}, expected {}", name,
+void load_into(at::Tensor& target, const std::string& name, const at::Tensor& saved) {
+  LT_CHECK(saved.defined(), "optimizer state: {} is missing", name);
+  LT_CHECK(saved.sizes() == target.sizes(), "optimizer state: {} has shape {}, expected {}", name,
            shape_string(saved.sizes()), shape_string(target.sizes()));
-  LT_CHECK(saved.scalar_type() == target.scalar_type(), "optimizer state: tensor '{}' has dtype {}, expected {}",
+  LT_CHECK(saved.scalar_type() == target.scalar_type(), "optimizer state: {} has dtype {}, expected {}",
            name, c10::toString(saved.scalar_type()), c10::toString(target.scalar_type()));
   target.copy_(saved);
 }
@@ -125,20 +125,17 @@ void AdamW::step(double lr) {
   }
 }
 
-std::vector<std::pair<std::string, at::Tensor>> AdamW::state() const {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  out.reserve(2 * params_.size() + 1);
-  for (const auto i : c10::irange(params_.size())) {
-    out.emplace_back("exp_avg/" + params_[i].first, exp_avg_[i]);
-    out.emplace_back("exp_avg_sq/" + params_[i].first, exp_avg_sq_[i]);
-  }
-  out.emplace_back("step", at::scalar_tensor(static_cast<double>(steps_), at::kFloat));
-  return out;
+std::string to_string(Moment moment) { return moment == Moment::kExpAvg ? "exp_avg" : "exp_avg_sq"; }
+
+const at::Tensor& AdamW::moment(Moment which, size_t param) const {
+  LT_CHECK(param < params_.size(), "AdamW: no parameter {} (it has {})", param, params_.size());
+  return which == Moment::kExpAvg ? exp_avg_[param] : exp_avg_sq_[param];
 }
 
-void AdamW::load_state(const std::function<at::Tensor(const std::string&)>& get_tensor) {
+at::Tensor AdamW::step_count() const { return at::scalar_tensor(static_cast<double>(steps_), at::kFloat); }
+
+void AdamW::load_state(const at::Tensor& step, const std::function<at::Tensor(Moment, size_t param)>& get) {
   at::AutoGradMode no_grad(false);
-  const at::Tensor step = get_tensor("step");
   LT_CHECK(step.defined(), "optimizer state: tensor 'step' is missing");
   LT_CHECK(step.numel() == 1 && step.scalar_type() == at::kFloat,
            "optimizer state: tensor 'step' must be one float32 value, got {} of shape {}",
@@ -146,10 +143,10 @@ void AdamW::load_state(const std::function<at::Tensor(const std::string&)>& get_
   const float step_value = step.item<float>();
   LT_CHECK(step_value >= 0 && step_value == std::floor(step_value) && step_value < (1 << 24),
            "optimizer state: tensor 'step' holds {}, not a step count", step_value);
-  for (const auto i : c10::irange(params_.size())) {
-    load_into(exp_avg_[i], "exp_avg/" + params_[i].first, get_tensor);
-    load_into(exp_avg_sq_[i], "exp_avg_sq/" + params_[i].first, get_tensor);
-  }
+  for (const auto i : c10::irange(params_.size()))
+    for (const Moment which : kMoments)
+      load_into(which == Moment::kExpAvg ? exp_avg_[i] : exp_avg_sq_[i],
+                fmt::format("{} of '{}'", to_string(which), params_[i].first), get(which, i));
   // One count for every parameter: they all step together unless a gradient was undefined,
   // which the trainer never produces.
   for (auto& s : state_steps_) s.fill_(step_value);

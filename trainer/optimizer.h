@@ -18,6 +18,12 @@
 
 namespace longtune::trainer {
 
+// AdamW's two running moments of each parameter.
+enum class Moment { kExpAvg, kExpAvgSq };
+inline constexpr Moment kMoments[] = {Moment::kExpAvg, Moment::kExpAvgSq};
+// torch.optim's names: "exp_avg", "exp_avg_sq".
+std::string to_string(Moment moment);
+
 class AdamW {
  public:
   // `params` are named leaf tensors whose .grad() the caller fills before step(). Their names key
@@ -29,14 +35,16 @@ class AdamW {
   void step(double lr);
   int64_t steps_taken() const { return steps_; }
 
-  // Optimizer state as named tensors: "exp_avg/<param>", "exp_avg_sq/<param>" (the live tensors,
-  // not copies: copy them before stepping on if you keep them), and "step" (a float32 CPU scalar,
-  // the number of step() calls). Bitwise round-trip through load_state().
-  std::vector<std::pair<std::string, at::Tensor>> state() const;
-  // Copies saved state (any device) into this optimizer's tensors; "step" becomes every parameter's
-  // step count. `get_tensor` may throw or return an undefined tensor for a missing name. Throws
-  // longtune::Error naming the missing tensor or a shape/dtype mismatch.
-  void load_state(const std::function<at::Tensor(const std::string&)>& get_tensor);
+  // The state torch.optim.AdamW keeps: per parameter (in params() order) its two moments, the live
+  // tensors (copy them before stepping on if you keep them), and the step count as a float32 CPU
+  // scalar. Checkpoints name and lay them out (trainer/training_state); bitwise round trip through
+  // load_state().
+  const at::Tensor& moment(Moment which, size_t param) const;
+  at::Tensor step_count() const;
+  // Copies saved state (any device) into this optimizer's tensors: `step` (as step_count() gives
+  // it) becomes every parameter's step count, `get(moment, i)` is parameter i's moment (undefined
+  // if missing). Throws longtune::Error naming the missing tensor or a shape/dtype mismatch.
+  void load_state(const at::Tensor& step, const std::function<at::Tensor(Moment, size_t param)>& get);
 
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
 

@@ -57,8 +57,10 @@ def job_file(tmp_path, data, run_dir, name="job.yaml"):
     return path
 
 
-def train(longtune, job, *sets, expect=0, timeout=300):
-    cmd = [longtune, "train", str(job)] + [a for s in sets for a in ("--set", s)]
+def train(longtune, job, *sets, expect=0, timeout=300, nan_loss_at=None):
+    # nan_loss_at: steps whose loss is poisoned, through `longtune debug train`'s test seam.
+    command = ["train"] if nan_loss_at is None else ["debug", "train", "--nan-loss-at-steps", nan_loss_at]
+    cmd = [longtune] + command + [str(job)] + [a for s in sets for a in ("--set", s)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == expect, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
@@ -148,7 +150,7 @@ def test_sigterm_saves_and_exits_75(tmp_path, longtune, data, reference_run):
 def test_nan_stop_names_the_step_and_saves_nothing_poisoned(tmp_path, longtune, data):
     run_dir = tmp_path / "run"
     job = job_file(tmp_path, data, run_dir)
-    result = train(longtune, job, "train.inject_nan_steps=[5]", expect=1)
+    result = train(longtune, job, nan_loss_at="5", expect=1)
     assert "step 5: non-finite loss" in result.stderr
     steps = sorted(int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*"))
     assert steps == [2, 4]
@@ -157,13 +159,13 @@ def test_nan_stop_names_the_step_and_saves_nothing_poisoned(tmp_path, longtune, 
 def test_nan_skip_counts_and_continues(tmp_path, longtune, data):
     run_dir = tmp_path / "run"
     job = job_file(tmp_path, data, run_dir)
-    train(longtune, job, "train.inject_nan_steps=[3, 7]", "train.nan_policy=skip", "train.max_skipped_steps=2")
+    train(longtune, job, "train.nan_policy=skip", "train.max_skipped_steps=2", nan_loss_at="3,7")
     skipped = [r["step"] for r in records(run_dir) if r["skipped"]]
     assert skipped == [3, 7]
     trainer_state = json.loads((run_dir / "checkpoints" / "step_00000012" / "trainer.json").read_text())
     assert trainer_state["skipped_steps"] == 2
     result = train(longtune, job_file(tmp_path, data, tmp_path / "run2", "job2.yaml"),
-                   "train.inject_nan_steps=[3, 4, 5]", "train.nan_policy=skip", "train.max_skipped_steps=2", expect=1)
+                   "train.nan_policy=skip", "train.max_skipped_steps=2", nan_loss_at="3,4,5", expect=1)
     assert "over train.max_skipped_steps = 2" in result.stderr
 
 

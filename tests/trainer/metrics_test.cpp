@@ -1,10 +1,12 @@
-// metrics.jsonl rewinding (torn last line included), the FLOPs count worked out by hand, and the
-// peak-FLOPs table and CPU measurement.
+// metrics.jsonl records (the writer's exact lines, the reader's round trip and its tolerance of
+// torn and older lines), rewinding (torn last line included), the FLOPs count worked out by hand,
+// and the peak-FLOPs table and CPU measurement.
 #include "trainer/metrics.h"
 
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <iostream>
 
 #include "tests/test_support.h"
@@ -14,25 +16,76 @@ namespace {
 
 namespace fs = std::filesystem;
 
+TrainRecord train_record(int64_t step) {
+  return TrainRecord{step, 5.5 - 0.25 * double(step), 2e-5, 0.75, 1024 * step, 1234.56, 0.123456, 4096, 1.5, false};
+}
+
 TEST(MetricsLog, AppendsOneLinePerRecord) {
   testing::TempDir dir;
   MetricsLog log(dir.path() / "run" / "metrics.jsonl", /*enabled=*/true);
   EXPECT_TRUE(fs::exists(log.path()));
-  log.write(R"({"kind": "train", "step": 1})");
-  log.write(R"({"kind": "train", "step": 2})");
-  EXPECT_EQ(testing::read_bytes(log.path()), "{\"kind\": \"train\", \"step\": 1}\n{\"kind\": \"train\", \"step\": 2}\n");
+  log.write(train_record(1));
+  log.write(EvalRecord{1, 5.0, 148.4, 512, std::nullopt});
+  EXPECT_EQ(testing::read_bytes(log.path()),
+            "{\"kind\": \"train\", \"step\": 1, \"loss\": 5.25, \"lr\": 2e-05, \"grad_norm\": 0.75, \"tokens\": 1024, "
+            "\"tokens_per_s\": 1234.6, \"mfu\": 0.12346, \"peak_mem_bytes\": 4096, \"elapsed_s\": 1.500, "
+            "\"skipped\": false}\n"
+            "{\"kind\": \"eval\", \"step\": 1, \"val_loss\": 5, \"val_ppl\": 148.4, \"val_tokens\": 512}\n");
   // Reopening appends.
   MetricsLog again(log.path(), true);
-  again.write(R"({"kind": "train", "step": 3})");
-  EXPECT_NE(testing::read_bytes(log.path()).find("\"step\": 3}\n"), std::string::npos);
+  again.write(train_record(3));
+  EXPECT_NE(testing::read_bytes(log.path()).find("\"step\": 3, "), std::string::npos);
 }
 
 TEST(MetricsLog, DisabledWritesNothing) {
   testing::TempDir dir;
   MetricsLog log(dir.path() / "metrics.jsonl", /*enabled=*/false);
-  log.write(R"({"step": 1})");
+  log.write(train_record(1));
   log.truncate_after(0);
   EXPECT_FALSE(fs::exists(dir.path() / "metrics.jsonl"));
+}
+
+TEST(MetricsReader, ReadsBackWhatTheWriterWrote) {
+  testing::TempDir dir;
+  MetricsLog log(dir.path() / "metrics.jsonl", true);
+  TrainRecord skipped = train_record(2);
+  skipped.skipped = true;
+  log.write(train_record(1));
+  log.write(skipped);
+  log.write(EvalRecord{2, 5.0, 148.4, 512, 4096});
+  const MetricsHistory history = read_metrics(log.path());
+  ASSERT_EQ(history.train.size(), 2u);
+  ASSERT_EQ(history.eval.size(), 1u);
+  const TrainRecord& r = history.train[1];
+  EXPECT_EQ(r.step, 2);
+  EXPECT_EQ(r.loss, 5.0);
+  EXPECT_EQ(r.lr, 2e-5);
+  EXPECT_EQ(r.grad_norm, 0.75);
+  EXPECT_EQ(r.tokens, 2048);
+  EXPECT_EQ(r.peak_mem_bytes, 4096);
+  EXPECT_TRUE(r.skipped);
+  EXPECT_FALSE(history.train[0].skipped);
+  EXPECT_EQ(history.eval[0].val_ppl, 148.4);
+  EXPECT_EQ(history.eval[0].val_tokens, 512);
+  EXPECT_EQ(history.eval[0].window, 4096);
+}
+
+TEST(MetricsReader, SkipsTornAndForeignLinesAndReadsOlderRecords) {
+  testing::TempDir dir;
+  dir.write("metrics.jsonl",
+            "{\"step\": 1, \"loss\": 5.5}\n"                        // before "kind": train
+            "{\"eval\": true, \"step\": 1, \"val_loss\": 5.0}\n"     // before "kind": eval
+            "{\"kind\": \"other\", \"step\": 1}\n"                   // not ours
+            "{\"kind\": \"train\", \"loss\": 1.0}\n"                 // no step
+            "{\"kind\": \"train\", \"step\": 2, \"loss\": NaN}\n"   // JSON cannot spell NaN
+            "{\"kind\": \"train\", \"st");                          // torn
+  const MetricsHistory history = read_metrics(dir.path() / "metrics.jsonl");
+  ASSERT_EQ(history.train.size(), 1u);
+  EXPECT_EQ(history.train[0].loss, 5.5);
+  EXPECT_TRUE(std::isnan(history.train[0].lr)) << "a field the line lacks reads as NaN";
+  ASSERT_EQ(history.eval.size(), 1u);
+  EXPECT_EQ(history.eval[0].val_loss, 5.0);
+  EXPECT_FALSE(history.eval[0].window.has_value());
 }
 
 TEST(MetricsLog, TruncateAfterKeepsStepsUpToKAndDropsTornLine) {
@@ -52,9 +105,9 @@ TEST(MetricsLog, TruncateAfterKeepsStepsUpToKAndDropsTornLine) {
   log.truncate_after(3);
   EXPECT_EQ(testing::read_bytes(log.path()), kept);
   // Appending after the rewind continues the file cleanly; truncating again changes nothing.
-  log.write(R"({"kind": "train", "step": 4, "loss": 4.75})");
+  log.write(train_record(4));
   log.truncate_after(4);
-  EXPECT_EQ(testing::read_bytes(log.path()), kept + "{\"kind\": \"train\", \"step\": 4, \"loss\": 4.75}\n");
+  EXPECT_EQ(testing::read_bytes(log.path()), kept + to_json_line(train_record(4)) + "\n");
   log.truncate_after(0);
   EXPECT_EQ(testing::read_bytes(log.path()), "");
 }

@@ -183,14 +183,34 @@ TEST(AdamW, BFloat16ParametersStep) {
     // First Adam step moves every weight by about lr against the gradient's sign.
     EXPECT_TRUE(at::allclose((before - params[0].second.detach()).to(at::kFloat), at::full({8, 8}, 0.5f), 0.02, 0.02))
         << (fused ? "fused" : "unfused");
-    EXPECT_EQ(optimizer.state()[0].second.scalar_type(), at::kBFloat16);
+    EXPECT_EQ(optimizer.moment(Moment::kExpAvg, 0).scalar_type(), at::kBFloat16);
   }
+}
+
+// The optimizer's state by "<moment>/<parameter>" and "step" (this test's own keys).
+std::map<std::string, at::Tensor> state_of(const AdamW& optimizer) {
+  std::map<std::string, at::Tensor> state;
+  for (size_t i = 0; i < optimizer.params().size(); ++i)
+    for (const Moment m : kMoments) state[to_string(m) + "/" + optimizer.params()[i].first] = optimizer.moment(m, i);
+  state["step"] = optimizer.step_count();
+  return state;
 }
 
 std::map<std::string, at::Tensor> saved_copy(const AdamW& optimizer) {
   std::map<std::string, at::Tensor> saved;
-  for (const auto& [name, t] : optimizer.state()) saved[name] = t.detach().clone();
+  for (const auto& [name, t] : state_of(optimizer)) saved[name] = t.detach().clone();
   return saved;
+}
+
+// Loads `saved` (keyed as state_of keys it; a missing key loads an undefined tensor).
+void load_saved(AdamW& optimizer, const std::map<std::string, at::Tensor>& saved) {
+  const auto find = [&](const std::string& key) {
+    const auto it = saved.find(key);
+    return it == saved.end() ? at::Tensor() : it->second;
+  };
+  optimizer.load_state(find("step"), [&](Moment m, size_t i) {
+    return find(to_string(m) + "/" + optimizer.params()[i].first);
+  });
 }
 
 void expect_state_round_trip(bool fused) {
@@ -211,10 +231,10 @@ void expect_state_round_trip(bool fused) {
   EXPECT_TRUE(saved.count("exp_avg/layer0.weight") && saved.count("exp_avg_sq/layer2.weight"));
 
   AdamW resumed(resumed_params, options);
-  resumed.load_state([&](const std::string& name) { return saved.at(name); });
+  load_saved(resumed, saved);
   EXPECT_EQ(resumed.steps_taken(), k);
   // The loaded state equals the saved one bit for bit.
-  for (const auto& [name, t] : resumed.state()) EXPECT_TRUE(bitwise_equal(t, saved.at(name))) << name;
+  for (const auto& [name, t] : state_of(resumed)) EXPECT_TRUE(bitwise_equal(t, saved.at(name))) << name;
   for (int64_t step = k; step < total; ++step) {
     set_grads(uninterrupted, grads_for(step));
     set_grads(resumed_params, grads_for(step));
@@ -236,24 +256,20 @@ TEST(AdamW, LoadStateNamesMissingOrMismatchedTensor) {
   NamedTensors params = make_params(5);
   AdamW optimizer(params, optim_options(true, 0.0));
   std::map<std::string, at::Tensor> saved = saved_copy(optimizer);
-  const auto getter = [&](const std::string& name) {
-    auto it = saved.find(name);
-    return it == saved.end() ? at::Tensor() : it->second;
-  };
   saved.erase("exp_avg_sq/layer2.weight");
-  testing::expect_error([&] { optimizer.load_state(getter); }, {"exp_avg_sq/layer2.weight", "missing"});
+  testing::expect_error([&] { load_saved(optimizer, saved); }, {"exp_avg_sq of 'layer2.weight'", "missing"});
 
   saved = saved_copy(optimizer);
   saved["exp_avg/layer0.weight"] = at::zeros({48, 64});
-  testing::expect_error([&] { optimizer.load_state(getter); }, {"exp_avg/layer0.weight", "[48, 64]", "[64, 48]"});
+  testing::expect_error([&] { load_saved(optimizer, saved); }, {"exp_avg of 'layer0.weight'", "[48, 64]", "[64, 48]"});
 
   saved = saved_copy(optimizer);
   saved["exp_avg/layer1.weight"] = at::zeros({48}, at::kDouble);
-  testing::expect_error([&] { optimizer.load_state(getter); }, {"exp_avg/layer1.weight", "Double", "Float"});
+  testing::expect_error([&] { load_saved(optimizer, saved); }, {"exp_avg of 'layer1.weight'", "Double", "Float"});
 
   saved = saved_copy(optimizer);
   saved.erase("step");
-  testing::expect_error([&] { optimizer.load_state(getter); }, {"'step'", "missing"});
+  testing::expect_error([&] { load_saved(optimizer, saved); }, {"'step'", "missing"});
 }
 
 // The fused CUDA kernel against the CPU one, and a CUDA state round trip through CPU copies (what
@@ -276,12 +292,12 @@ TEST(AdamW, CudaFusedMatchesCpuAndRoundTrips) {
         cpu_optimizer.step(1e-3);
         gpu_optimizer.step(1e-3);
         if (step == 9) {
-          for (const auto& [name, t] : gpu_optimizer.state()) saved[name] = t.to(at::kCPU);
+          for (const auto& [name, t] : state_of(gpu_optimizer)) saved[name] = t.to(at::kCPU);
           for (const auto& [name, p] : gpu) resumed_params.emplace_back(name, p.detach().clone().requires_grad_(true));
         }
       }
       AdamW resumed(resumed_params, optim_options(fused, weight_decay));
-      resumed.load_state([&](const std::string& name) { return saved.at(name); });
+      load_saved(resumed, saved);
       for (int64_t step = 10; step < 20; ++step) {
         const auto grads = grads_for(step);
         for (size_t i = 0; i < resumed_params.size(); ++i)
@@ -295,7 +311,7 @@ TEST(AdamW, CudaFusedMatchesCpuAndRoundTrips) {
         bitwise = bitwise && bitwise_equal(on_gpu, cpu[i].second.detach());
         max_rel = std::max(max_rel, max_relative_diff(on_gpu, cpu[i].second.detach()));
         EXPECT_TRUE(bitwise_equal(resumed_params[i].second.detach().cpu(), on_gpu)) << gpu[i].first;
-        EXPECT_TRUE(resumed.state()[2 * i].second.is_cuda());
+        EXPECT_TRUE(resumed.moment(Moment::kExpAvg, i).is_cuda());
       }
       std::cout << "[ info     ] CUDA " << (fused ? "fused" : "unfused") << " AdamW, weight_decay " << weight_decay
                 << " vs CPU fused after 20 steps: "
