@@ -88,7 +88,6 @@ struct TrainSection {
   bool deterministic = false;               // deterministic kernels (slower)
   double peak_flops = 0;                    // device peak FLOP/s for MFU (0: known GPU table or CPU measured)
   int64_t cpu_threads = 0;                  // intra-op CPU threads (0: LibTorch's default, all cores)
-  std::vector<int64_t> inject_nan_steps;    // testing: poison the loss at these steps (exercises nan_policy)
 
   // Gradient-accumulation micro-steps per optimizer step on `world_size` ranks; throws
   // longtune::Error naming train.global_batch unless global_batch % (micro_batch * world_size) == 0.
@@ -235,7 +234,6 @@ struct Fields<TrainSection> {
     v("deterministic", &S::deterministic);
     v("peak_flops", &S::peak_flops);
     v("cpu_threads", &S::cpu_threads);
-    v("inject_nan_steps", &S::inject_nan_steps);
   }
 };
 

@@ -381,7 +381,6 @@ JobConfig other_than_base() {
   c.train.deterministic = true;
   c.train.peak_flops = 1e15;
   c.train.cpu_threads = 4;
-  c.train.inject_nan_steps = {5};
   c.checkpoint = {10, 3, "never", true};
   c.parallel = {Sharding::kNoShard, Backend::kGloo, 60};
   c.eval = {{512}, 32};
