@@ -139,7 +139,7 @@ struct JobConfig {
 // ---- the field lists ----
 // Fields<S>::visit(v) calls v("key", &S::member) for every key of section S, in job-file order. A
 // member that has a Fields list of its own is a nested section (`model.rope_scaling`). A member
-// missing here is neither read, written nor compared, so every new setting goes in here too.
+// missing here would be neither read, written nor compared, so job_config.cpp does not build then.
 template <class Section>
 struct Fields;
 
