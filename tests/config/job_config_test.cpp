@@ -348,39 +348,17 @@ JobConfig base_config() {
 
 JobConfig other_than_base() {
   JobConfig c;
-  c.model.source = "/models/other";
-  c.model.dtype = Dtype::kFloat32;
-  c.model.activation_checkpointing = true;
-  c.model.rope_theta.reset();
-  model::RopeScaling& r = c.model.rope_scaling;
-  r.type = model::RopeType::kLlama3;
-  r.factor = 8;
-  r.original_max_position_embeddings = 4096;
-  r.attention_factor = 1.5;
-  r.beta_fast = 16;
-  r.beta_slow = 2;
-  r.mscale = 1;
-  r.mscale_all_dim = 0.5;
-  r.truncate = false;
-  r.low_freq_factor = 2;
-  r.high_freq_factor = 8;
+  c.model = {"/models/other", Dtype::kFloat32, true, std::nullopt,
+             {.type = model::RopeType::kLlama3, .factor = 8, .original_max_position_embeddings = 4096,
+              .attention_factor = 1.5, .beta_fast = 16, .beta_slow = 2, .mscale = 1, .mscale_all_dim = 0.5,
+              .truncate = false, .low_freq_factor = 2, .high_freq_factor = 8}};
   c.data = {"/d/train", "/d/val", "/t.model", 512, 18446744073709551615ull};
   c.optim = {3e-5, 0.8, 0.99, 1e-6, 0.1, 0.5, false};
   c.schedule = {5, 0.5, LrDecay::kCosine, 0.1};
-  c.train.steps = 10;
-  c.train.global_batch = 32;
-  c.train.micro_batch = 2;
-  c.train.precision = Precision::kBf16;
-  c.train.log_every = 2;
-  c.train.eval_every = 10;
-  c.train.eval_batches = 4;
-  c.train.seed = 3;
-  c.train.nan_policy = NanPolicy::kSkip;
-  c.train.max_skipped_steps = 5;
-  c.train.run_dir = "runs/other";
-  c.train.deterministic = true;
-  c.train.peak_flops = 1e15;
-  c.train.cpu_threads = 4;
+  c.train = {.steps = 10, .global_batch = 32, .micro_batch = 2, .precision = Precision::kBf16, .log_every = 2,
+             .eval_every = 10, .eval_batches = 4, .seed = 3, .nan_policy = NanPolicy::kSkip,
+             .max_skipped_steps = 5, .run_dir = "runs/other", .deterministic = true, .peak_flops = 1e15,
+             .cpu_threads = 4};
   c.checkpoint = {10, 3, "never", true};
   c.parallel = {Sharding::kNoShard, Backend::kGloo, 60};
   c.eval = {{512}, 32};
