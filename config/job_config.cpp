@@ -1,12 +1,13 @@
-// The job-file schema: section by section, which keys exist and how each is typed (via
-// trainer/yaml_reader.h), the range and cross-field rules of validate(), and the YAML/table
-// printers. Not the YAML mechanics (yaml_reader.cpp) and not the network shape (model/config.h).
+// The job-file schema at work: parsing (via config/yaml_reader.h), printing and comparing by walking
+// the field lists of job_config.h, so the three cannot disagree on which keys exist; how each C++
+// type is read and written; and the range and cross-field rules of validate(), which are rules, not
+// part of the lists. Not the YAML mechanics (yaml_reader.cpp), not the network shape (model/config.h).
 #include "config/job_config.h"
 
 #include <algorithm>
 #include <limits>
-#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include <fmt/ranges.h>
 
@@ -45,66 +46,90 @@ constexpr int64_t kMaxTokens = int64_t{1} << 20;  // sanity bound on seq_len and
 constexpr const char* kPresetPrefix = "preset:";
 constexpr double kInf = std::numeric_limits<double>::infinity();  // "no upper bound" in ranges
 
+// ---- walking the field lists ----
+
+// A type with a field list is a section (a nested mapping); any other member is one setting. Fields<T>
+// is left incomplete for every other T.
+template <class T>
+concept Section = requires { sizeof(Fields<T>); };
+
+template <class Member>
+struct MemberType;
+template <class T, class S>
+struct MemberType<T S::*> {
+  using type = T;
+};
+
+// Members of aggregate S: the most initializers `S{...}` accepts (each AnyValue becomes one member).
+struct AnyValue {
+  template <class T>
+  operator T() const;  // never called: only named in unevaluated requires-expressions
+};
+template <class S, size_t... I>
+constexpr bool takes_initializers(std::index_sequence<I...>) {
+  return requires { S{(void(I), AnyValue{})...}; };
+}
+template <class S, size_t N = 0>
+constexpr size_t member_count() {
+  if constexpr (takes_initializers<S>(std::make_index_sequence<N + 1>{})) {
+    return member_count<S, N + 1>();
+  } else {
+    return N;
+  }
+}
+template <class S>
+constexpr size_t listed_count() {
+  size_t n = 0;
+  Fields<S>::visit([&](const char*, auto) { ++n; });
+  return n;
+}
+// A member left out of its list would never be read, printed or compared; make that a build error.
+// JobConfig's source and origins are the two members that are not settings.
+template <class S>
+constexpr bool every_member_listed() {
+  return member_count<S>() == listed_count<S>() + (std::is_same_v<S, JobConfig> ? 2 : 0);
+}
+
+// Calls leaf("dotted.key", object.*member...) for every setting below the sections `objects` (all of
+// type S), in list order: one object to print it, two to compare them.
+template <class S, class Leaf, class... Objects>
+void for_each_setting(const std::string& prefix, Leaf& leaf, Objects&... objects) {
+  Fields<S>::visit([&](const char* key, auto member) {
+    using T = typename MemberType<decltype(member)>::type;
+    const std::string path = prefix.empty() ? key : prefix + "." + key;
+    if constexpr (Section<T>) {
+      for_each_setting<T>(path, leaf, (objects.*member)...);
+    } else {
+      leaf(path, (objects.*member)...);
+    }
+  });
+}
+
 // ---- parsing ----
 
-void read_fields(YamlSection&) {}
-// Reads ("key", field) pairs; enums by their job-file names.
-template <class T, class... Rest>
-void read_fields(YamlSection& s, const char* key, T& field, Rest&&... rest) {
-  if constexpr (std::is_enum_v<T>) {
-    read_enum(s, key, field);
-  } else {
-    s.read(key, field);
-  }
-  read_fields(s, std::forward<Rest>(rest)...);
-}
-// Reads a whole section, then rejects any key it did not ask for.
-template <class... Fields>
-void read_section(YamlSection s, Fields&&... fields) {
-  read_fields(s, std::forward<Fields>(fields)...);
-  s.finish();
+// Reads a whole section in list order (a nested section is finished before the keys after it), then
+// rejects any key it did not ask for; enums by their job-file names.
+template <class S>
+void read_section(YamlSection yaml, S& out) {
+  static_assert(every_member_listed<S>(), "a member of this section is missing from its Fields list");
+  Fields<S>::visit([&](const char* key, auto member) {
+    auto& field = out.*member;
+    using T = std::remove_cvref_t<decltype(field)>;
+    if constexpr (Section<T>) {
+      read_section(yaml.section(key), field);
+    } else if constexpr (std::is_enum_v<T>) {
+      read_enum(yaml, key, field);
+    } else {
+      yaml.read(key, field);
+    }
+  });
+  yaml.finish();
 }
 
 JobConfig parse(const YamlDocument& document) {
   JobConfig c;
   c.source = document.source_name();
-  YamlSection root(document, &c.origins);
-  {
-    ModelSection& m = c.model;
-    YamlSection s = root.section("model");
-    read_fields(s, "source", m.source, "dtype", m.dtype, "activation_checkpointing",
-                m.activation_checkpointing, "rope_theta", m.rope_theta);
-    model::RopeScaling& r = m.rope_scaling;
-    read_section(s.section("rope_scaling"), "type", r.type, "factor", r.factor,
-                 "original_max_position_embeddings", r.original_max_position_embeddings,
-                 "attention_factor", r.attention_factor, "beta_fast", r.beta_fast, "beta_slow", r.beta_slow,
-                 "mscale", r.mscale, "mscale_all_dim", r.mscale_all_dim, "truncate", r.truncate,
-                 "low_freq_factor", r.low_freq_factor, "high_freq_factor", r.high_freq_factor);
-    s.finish();
-  }
-  DataSection& d = c.data;
-  read_section(root.section("data"), "train", d.train, "validation", d.validation, "tokenizer", d.tokenizer,
-               "seq_len", d.seq_len, "seed", d.seed);
-  OptimSection& o = c.optim;
-  read_section(root.section("optim"), "lr", o.lr, "beta1", o.beta1, "beta2", o.beta2, "eps", o.eps,
-               "weight_decay", o.weight_decay, "grad_clip", o.grad_clip, "fused", o.fused);
-  ScheduleSection& sc = c.schedule;
-  read_section(root.section("schedule"), "warmup_steps", sc.warmup_steps, "warmup_start_factor",
-               sc.warmup_start_factor, "decay", sc.decay, "min_lr_factor", sc.min_lr_factor);
-  TrainSection& t = c.train;
-  read_section(root.section("train"), "steps", t.steps, "global_batch", t.global_batch, "micro_batch",
-               t.micro_batch, "precision", t.precision, "log_every", t.log_every, "eval_every", t.eval_every,
-               "eval_batches", t.eval_batches, "seed", t.seed, "nan_policy", t.nan_policy,
-               "max_skipped_steps", t.max_skipped_steps, "run_dir", t.run_dir, "deterministic",
-               t.deterministic, "peak_flops", t.peak_flops, "cpu_threads", t.cpu_threads, "inject_nan_steps", t.inject_nan_steps);
-  CheckpointSection& k = c.checkpoint;
-  read_section(root.section("checkpoint"), "every", k.every, "keep_last", k.keep_last, "resume", k.resume,
-               "export_hf_at_end", k.export_hf_at_end);
-  ParallelSection& p = c.parallel;
-  read_section(root.section("parallel"), "sharding", p.sharding, "backend", p.backend,
-               "collective_timeout_s", p.collective_timeout_s);
-  read_section(root.section("eval"), "windows", c.eval.windows, "stride", c.eval.stride);
-  root.finish();
+  read_section(YamlSection(document, &c.origins), c);
   return c;
 }
 
@@ -226,51 +251,36 @@ std::string quote(const std::string& text) {
   return out + "\"";
 }
 
-std::vector<Entry> entries(const JobConfig& c) {
-  const model::RopeScaling& r = c.model.rope_scaling;
-  const auto s = [](const char* key, const std::string& text) { return Entry{key, text, true}; };
-  const auto v = [](const char* key, const auto& value) { return Entry{key, number(value)}; };
-  const auto e = [](const char* key, auto value) { return Entry{key, name_of(value)}; };
-  const auto list = [](const std::vector<int64_t>& values) {
-    std::string text;
-    for (const int64_t value : values) text += (text.empty() ? "" : ", ") + number(value);
-    return "[" + text + "]";
-  };
-  return {
-      s("model.source", c.model.source), e("model.dtype", c.model.dtype),
-      v("model.activation_checkpointing", c.model.activation_checkpointing),
-      v("model.rope_theta", c.model.rope_theta), e("model.rope_scaling.type", r.type),
-      v("model.rope_scaling.factor", r.factor),
-      v("model.rope_scaling.original_max_position_embeddings", r.original_max_position_embeddings),
-      v("model.rope_scaling.attention_factor", r.attention_factor),
-      v("model.rope_scaling.beta_fast", r.beta_fast), v("model.rope_scaling.beta_slow", r.beta_slow),
-      v("model.rope_scaling.mscale", r.mscale), v("model.rope_scaling.mscale_all_dim", r.mscale_all_dim),
-      v("model.rope_scaling.truncate", r.truncate),
-      v("model.rope_scaling.low_freq_factor", r.low_freq_factor),
-      v("model.rope_scaling.high_freq_factor", r.high_freq_factor),
-      s("data.train", c.data.train), s("data.validation", c.data.validation),
-      s("data.tokenizer", c.data.tokenizer), v("data.seq_len", c.data.seq_len), v("data.seed", c.data.seed),
-      v("optim.lr", c.optim.lr), v("optim.beta1", c.optim.beta1), v("optim.beta2", c.optim.beta2),
-      v("optim.eps", c.optim.eps), v("optim.weight_decay", c.optim.weight_decay),
-      v("optim.grad_clip", c.optim.grad_clip), v("optim.fused", c.optim.fused),
-      v("schedule.warmup_steps", c.schedule.warmup_steps),
-      v("schedule.warmup_start_factor", c.schedule.warmup_start_factor),
-      e("schedule.decay", c.schedule.decay), v("schedule.min_lr_factor", c.schedule.min_lr_factor),
-      v("train.steps", c.train.steps), v("train.global_batch", c.train.global_batch),
-      v("train.micro_batch", c.train.micro_batch), e("train.precision", c.train.precision),
-      v("train.log_every", c.train.log_every), v("train.eval_every", c.train.eval_every),
-      v("train.eval_batches", c.train.eval_batches), v("train.seed", c.train.seed),
-      e("train.nan_policy", c.train.nan_policy), v("train.max_skipped_steps", c.train.max_skipped_steps),
-      s("train.run_dir", c.train.run_dir), v("train.deterministic", c.train.deterministic),
-      v("train.peak_flops", c.train.peak_flops), v("train.cpu_threads", c.train.cpu_threads),
-      Entry{"train.inject_nan_steps", list(c.train.inject_nan_steps)},
-      v("checkpoint.every", c.checkpoint.every), v("checkpoint.keep_last", c.checkpoint.keep_last),
-      s("checkpoint.resume", c.checkpoint.resume),
-      v("checkpoint.export_hf_at_end", c.checkpoint.export_hf_at_end),
-      e("parallel.sharding", c.parallel.sharding), e("parallel.backend", c.parallel.backend),
-      v("parallel.collective_timeout_s", c.parallel.collective_timeout_s),
-      Entry{"eval.windows", list(c.eval.windows)}, v("eval.stride", c.eval.stride),
-  };
+std::string list(const std::vector<int64_t>& values) {
+  std::string text;
+  for (const int64_t value : values) text += (text.empty() ? "" : ", ") + number(value);
+  return "[" + text + "]";
+}
+
+// One setting's value: strings quoted (any text survives the round trip), enums by name.
+template <class T>
+Entry make_entry(const std::string& key, const T& value) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    return {key, value, true};
+  } else if constexpr (std::is_enum_v<T>) {
+    return {key, name_of(value)};
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    return {key, list(value)};
+  } else {
+    return {key, number(value)};
+  }
+}
+
+// As to_table shows a value: unquoted, but an empty string as "".
+std::string table_value(const Entry& entry) {
+  return entry.quoted && entry.value.empty() ? "\"\"" : entry.value;
+}
+
+std::vector<Entry> entries(const JobConfig& config) {
+  std::vector<Entry> out;
+  const auto leaf = [&](const std::string& key, const auto& value) { out.push_back(make_entry(key, value)); };
+  for_each_setting<JobConfig>("", leaf, config);
+  return out;
 }
 
 }  // namespace
@@ -287,20 +297,11 @@ std::optional<std::string> ModelSection::preset_name() const {
   return source.substr(std::string(kPresetPrefix).size());
 }
 
-bool ModelSection::operator==(const ModelSection& o) const {
-  const auto rope = [](const model::RopeScaling& r) {
-    return std::tie(r.type, r.factor, r.original_max_position_embeddings, r.attention_factor,
-                    r.beta_fast, r.beta_slow, r.mscale, r.mscale_all_dim, r.truncate,
-                    r.low_freq_factor, r.high_freq_factor);
-  };
-  return std::tie(source, dtype, activation_checkpointing, rope_theta) ==
-             std::tie(o.source, o.dtype, o.activation_checkpointing, o.rope_theta) &&
-         rope(rope_scaling) == rope(o.rope_scaling);
-}
-
-bool JobConfig::operator==(const JobConfig& o) const {
-  return model == o.model && data == o.data && optim == o.optim && schedule == o.schedule &&
-         train == o.train && checkpoint == o.checkpoint && parallel == o.parallel && eval == o.eval;
+bool JobConfig::operator==(const JobConfig& other) const {
+  bool equal = true;
+  const auto leaf = [&](const std::string&, const auto& a, const auto& b) { equal = equal && a == b; };
+  for_each_setting<JobConfig>("", leaf, *this, other);
+  return equal;
 }
 
 int TrainSection::grad_accum_steps(int world_size) const {
@@ -411,10 +412,18 @@ std::string to_table(const JobConfig& config) {
   size_t width = 0;
   for (const Entry& entry : all) width = std::max(width, entry.key.size());
   std::string out;
-  for (const Entry& entry : all) {
-    const std::string value = entry.quoted && entry.value.empty() ? "\"\"" : entry.value;
-    out += fmt::format("{:<{}}  {}\n", entry.key, width, value);
-  }
+  for (const Entry& entry : all) out += fmt::format("{:<{}}  {}\n", entry.key, width, table_value(entry));
+  return out;
+}
+
+std::vector<std::string> differing_settings(const JobConfig& saved, const JobConfig& current) {
+  std::vector<std::string> out;
+  const auto leaf = [&](const std::string& key, const auto& a, const auto& b) {
+    if (a == b) return;
+    out.push_back(
+        fmt::format("{}: {} -> {}", key, table_value(make_entry(key, a)), table_value(make_entry(key, b))));
+  };
+  for_each_setting<JobConfig>("", leaf, saved, current);
   return out;
 }
 

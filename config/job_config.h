@@ -1,7 +1,10 @@
 // The training job as plain typed data: what a job file under configs/ says, every field with its
 // default. Loading (YAML plus `--set section.key=value` overrides), validation with
-// `file:line:column: key: message` errors, and printing live here. Not the network's shape (that is
-// model/config.h, whose RopeScaling the `model.rope_scaling` section fills); no torch, no yaml-cpp.
+// `file:line:column: key: message` errors, and printing live here. Each section's keys are listed
+// once, in Fields<Section> below, and parsing, printing and comparing all walk that list, so a key
+// the job file accepts is always written to config.resolved.yaml and checked on resume. Not the
+// network's shape (that is model/config.h, whose RopeScaling the `model.rope_scaling` section
+// fills); no torch, no yaml-cpp.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +42,6 @@ struct ModelSection {
 
   // "tiny" for source "preset:tiny"; nullopt when the source is a path.
   std::optional<std::string> preset_name() const;
-  bool operator==(const ModelSection& other) const;
 };
 
 // `data:` prepared token data.
@@ -49,7 +51,6 @@ struct DataSection {
   std::string tokenizer;   // tokenizer path (SentencePiece model; "" = the model's own)
   int64_t seq_len = 256;   // tokens per training sequence, L' (2 .. 1048576)
   uint64_t seed = 0;       // data sampling/order seed
-  bool operator==(const DataSection&) const = default;
 };
 
 // `optim:` AdamW.
@@ -61,7 +62,6 @@ struct OptimSection {
   double weight_decay = 0.0;   // decoupled weight decay (>= 0)
   double grad_clip = 1.0;      // max global gradient L2 norm (>= 0; 0 disables)
   bool fused = true;           // use the fused AdamW kernel where available
-  bool operator==(const OptimSection&) const = default;
 };
 
 // `schedule:` learning-rate schedule.
@@ -70,7 +70,6 @@ struct ScheduleSection {
   double warmup_start_factor = 0.1;    // lr multiplier at step 0 of warmup, (0, 1]
   LrDecay decay = LrDecay::kConstant;  // shape after warmup
   double min_lr_factor = 0.0;          // final lr multiplier for cosine/linear decay, [0, 1]
-  bool operator==(const ScheduleSection&) const = default;
 };
 
 // `train:` the loop.
@@ -89,12 +88,10 @@ struct TrainSection {
   bool deterministic = false;               // deterministic kernels (slower)
   double peak_flops = 0;                    // device peak FLOP/s for MFU (0: known GPU table or CPU measured)
   int64_t cpu_threads = 0;                  // intra-op CPU threads (0: LibTorch's default, all cores)
-  std::vector<int64_t> inject_nan_steps;    // testing: poison the loss at these steps (exercises nan_policy)
 
   // Gradient-accumulation micro-steps per optimizer step on `world_size` ranks; throws
   // longtune::Error naming train.global_batch unless global_batch % (micro_batch * world_size) == 0.
   int grad_accum_steps(int world_size) const;
-  bool operator==(const TrainSection&) const = default;
 };
 
 // `checkpoint:` saving and resuming.
@@ -103,7 +100,6 @@ struct CheckpointSection {
   int64_t keep_last = 2;          // checkpoints kept on disk (>= 1)
   std::string resume = "auto";    // "auto" (latest in run_dir, if any) | "never" | checkpoint path
   bool export_hf_at_end = false;  // also write an HF model directory after the last step
-  bool operator==(const CheckpointSection&) const = default;
 };
 
 // `parallel:` data parallelism.
@@ -111,14 +107,12 @@ struct ParallelSection {
   Sharding sharding = Sharding::kFullShard;  // FSDP-style sharding of params/grads/optimizer state
   Backend backend = Backend::kAuto;          // process group; auto: nccl on GPU, gloo on CPU
   int64_t collective_timeout_s = 600;        // seconds before a hung collective fails (> 0)
-  bool operator==(const ParallelSection&) const = default;
 };
 
 // `eval:` sliding-window perplexity evaluation.
 struct EvalSection {
   std::vector<int64_t> windows;  // context windows in tokens (empty: just data.seq_len)
   int64_t stride = 256;          // tokens the window advances per step (> 0, <= every window)
-  bool operator==(const EvalSection&) const = default;
 };
 
 struct JobConfig {
@@ -138,8 +132,159 @@ struct JobConfig {
 
   // Range and cross-field checks; throws longtune::Error "<where>: <dotted key>: <problem>".
   void validate() const;
-  // Compares every setting; ignores source and origins.
+  // Compares every setting in the field lists; ignores source and origins.
   bool operator==(const JobConfig& other) const;
+};
+
+// ---- the field lists ----
+// Fields<S>::visit(v) calls v("key", &S::member) for every key of section S, in job-file order. A
+// member that has a Fields list of its own is a nested section (`model.rope_scaling`). A member
+// missing here would be neither read, written nor compared, so job_config.cpp does not build then.
+template <class Section>
+struct Fields;
+
+template <>
+struct Fields<model::RopeScaling> {
+  using S = model::RopeScaling;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("type", &S::type);
+    v("factor", &S::factor);
+    v("original_max_position_embeddings", &S::original_max_position_embeddings);
+    v("attention_factor", &S::attention_factor);
+    v("beta_fast", &S::beta_fast);
+    v("beta_slow", &S::beta_slow);
+    v("mscale", &S::mscale);
+    v("mscale_all_dim", &S::mscale_all_dim);
+    v("truncate", &S::truncate);
+    v("low_freq_factor", &S::low_freq_factor);
+    v("high_freq_factor", &S::high_freq_factor);
+  }
+};
+
+template <>
+struct Fields<ModelSection> {
+  using S = ModelSection;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("source", &S::source);
+    v("dtype", &S::dtype);
+    v("activation_checkpointing", &S::activation_checkpointing);
+    v("rope_theta", &S::rope_theta);
+    v("rope_scaling", &S::rope_scaling);
+  }
+};
+
+template <>
+struct Fields<DataSection> {
+  using S = DataSection;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("train", &S::train);
+    v("validation", &S::validation);
+    v("tokenizer", &S::tokenizer);
+    v("seq_len", &S::seq_len);
+    v("seed", &S::seed);
+  }
+};
+
+template <>
+struct Fields<OptimSection> {
+  using S = OptimSection;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("lr", &S::lr);
+    v("beta1", &S::beta1);
+    v("beta2", &S::beta2);
+    v("eps", &S::eps);
+    v("weight_decay", &S::weight_decay);
+    v("grad_clip", &S::grad_clip);
+    v("fused", &S::fused);
+  }
+};
+
+template <>
+struct Fields<ScheduleSection> {
+  using S = ScheduleSection;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("warmup_steps", &S::warmup_steps);
+    v("warmup_start_factor", &S::warmup_start_factor);
+    v("decay", &S::decay);
+    v("min_lr_factor", &S::min_lr_factor);
+  }
+};
+
+template <>
+struct Fields<TrainSection> {
+  using S = TrainSection;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("steps", &S::steps);
+    v("global_batch", &S::global_batch);
+    v("micro_batch", &S::micro_batch);
+    v("precision", &S::precision);
+    v("log_every", &S::log_every);
+    v("eval_every", &S::eval_every);
+    v("eval_batches", &S::eval_batches);
+    v("seed", &S::seed);
+    v("nan_policy", &S::nan_policy);
+    v("max_skipped_steps", &S::max_skipped_steps);
+    v("run_dir", &S::run_dir);
+    v("deterministic", &S::deterministic);
+    v("peak_flops", &S::peak_flops);
+    v("cpu_threads", &S::cpu_threads);
+  }
+};
+
+template <>
+struct Fields<CheckpointSection> {
+  using S = CheckpointSection;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("every", &S::every);
+    v("keep_last", &S::keep_last);
+    v("resume", &S::resume);
+    v("export_hf_at_end", &S::export_hf_at_end);
+  }
+};
+
+template <>
+struct Fields<ParallelSection> {
+  using S = ParallelSection;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("sharding", &S::sharding);
+    v("backend", &S::backend);
+    v("collective_timeout_s", &S::collective_timeout_s);
+  }
+};
+
+template <>
+struct Fields<EvalSection> {
+  using S = EvalSection;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("windows", &S::windows);
+    v("stride", &S::stride);
+  }
+};
+
+// The sections of a job file; source and origins are bookkeeping, not settings.
+template <>
+struct Fields<JobConfig> {
+  using S = JobConfig;
+  template <class Visit>
+  static constexpr void visit(Visit&& v) {
+    v("model", &S::model);
+    v("data", &S::data);
+    v("optim", &S::optim);
+    v("schedule", &S::schedule);
+    v("train", &S::train);
+    v("checkpoint", &S::checkpoint);
+    v("parallel", &S::parallel);
+    v("eval", &S::eval);
+  }
 };
 
 // Reads a job file, applies `section.key=value` overrides, parses strictly and validates.
@@ -153,5 +298,8 @@ JobConfig parse_job_config_string(const std::string& yaml_text,
 std::string to_yaml(const JobConfig& config);
 // An aligned "dotted.key  value" listing, one setting per line, for printing at start.
 std::string to_table(const JobConfig& config);
+// One "dotted.key: saved -> current" line per setting that differs (values as to_table prints
+// them), in field-list order; empty when saved == current. Tells a resumed run what changed.
+std::vector<std::string> differing_settings(const JobConfig& saved, const JobConfig& current);
 
 }  // namespace longtune::config

@@ -1,6 +1,6 @@
 // Typed, strict reading of a YAML mapping over yaml-cpp: every error names `file:line:column` (or
 // the `--set` override that put the value there) and the dotted key; unknown keys are reported
-// with a did-you-mean suggestion. Knows nothing about the job schema (trainer/job_config.h does);
+// with a did-you-mean suggestion. Knows nothing about the job schema (config/job_config.h does);
 // yaml-cpp types stay out of this header (the nodes live behind pimpls in yaml_reader.cpp).
 #pragma once
 

@@ -1,6 +1,7 @@
-// Tests for the job config (trainer/job_config.h) and its YAML reader: defaults, type/range/unknown-key
-// errors with file:line:column, `--set` overrides, grad_accum_steps, to_yaml round trips, and that
-// every job file under configs/ loads and validates. Fast and CPU-only; no torch tensors involved.
+// Tests for the job config (config/job_config.h) and its YAML reader: defaults, type/range/unknown-key
+// errors with file:line:column, `--set` overrides, grad_accum_steps, to_yaml round trips, that parse,
+// print and compare agree on every key, differing_settings, and that every job file under configs/
+// loads and validates. Fast and CPU-only; no torch tensors involved.
 #include "config/job_config.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <sstream>
+#include <utility>
 
 #include "common/check.h"
 #include "config/yaml_reader.h"
@@ -320,6 +323,106 @@ TEST(JobConfig, EqualityIgnoresWhereValuesCameFrom) {
   JobConfig b;
   b.model.rope_scaling.beta_fast = 32;
   EXPECT_NE(b, JobConfig{});
+}
+
+// Two configs that differ in every setting, built member by member rather than through the field
+// lists. `base` is valid, and so is `base` with any one value of `other_than_base` (except
+// model.dtype, which train.precision must agree with).
+JobConfig base_config() {
+  JobConfig c;
+  c.model.dtype = Dtype::kBFloat16;
+  c.model.rope_theta = 500000;
+  model::RopeScaling& r = c.model.rope_scaling;
+  r.type = model::RopeType::kYarn;
+  r.factor = 4;
+  r.original_max_position_embeddings = 2048;
+  r.beta_fast = 32;
+  r.beta_slow = 1;
+  r.low_freq_factor = 1;
+  r.high_freq_factor = 4;
+  c.train.precision = Precision::kBf16Mixed;
+  c.eval.windows = {128, 256};
+  c.eval.stride = 64;
+  return c;
+}
+
+JobConfig other_than_base() {
+  JobConfig c;
+  c.model = {"/models/other", Dtype::kFloat32, true, std::nullopt,
+             {.type = model::RopeType::kLlama3, .factor = 8, .original_max_position_embeddings = 4096,
+              .attention_factor = 1.5, .beta_fast = 16, .beta_slow = 2, .mscale = 1, .mscale_all_dim = 0.5,
+              .truncate = false, .low_freq_factor = 2, .high_freq_factor = 8}};
+  c.data = {"/d/train", "/d/val", "/t.model", 512, 18446744073709551615ull};
+  c.optim = {3e-5, 0.8, 0.99, 1e-6, 0.1, 0.5, false};
+  c.schedule = {5, 0.5, LrDecay::kCosine, 0.1};
+  c.train = {.steps = 10, .global_batch = 32, .micro_batch = 2, .precision = Precision::kBf16, .log_every = 2,
+             .eval_every = 10, .eval_batches = 4, .seed = 3, .nan_policy = NanPolicy::kSkip,
+             .max_skipped_steps = 5, .run_dir = "runs/other", .deterministic = true, .peak_flops = 1e15,
+             .cpu_threads = 4};
+  c.checkpoint = {10, 3, "never", true};
+  c.parallel = {Sharding::kNoShard, Backend::kGloo, 60};
+  c.eval = {{512}, 32};
+  return c;
+}
+
+// to_table's lines as (key, value).
+std::vector<std::pair<std::string, std::string>> table_rows(const JobConfig& config) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  std::istringstream in(to_table(config));
+  for (std::string line; std::getline(in, line);) {
+    const auto gap = line.find("  ");
+    rows.emplace_back(line.substr(0, gap), line.substr(line.find_first_not_of(' ', gap)));
+  }
+  return rows;
+}
+
+// Parse, print and compare walk one list: every key printed is one `--set` accepts, and setting it
+// changes exactly that key as == and differing_settings see it.
+TEST(JobConfig, EveryPrintedKeyIsParsedAndComparedAlone) {
+  const JobConfig base = base_config();
+  ASSERT_NO_THROW(base.validate());
+  const auto rows = table_rows(base);
+  const auto other_rows = table_rows(other_than_base());
+  const auto changes = differing_settings(base, other_than_base());
+  ASSERT_EQ(other_rows.size(), rows.size());
+  ASSERT_EQ(changes.size(), rows.size()) << "base_config and other_than_base must differ everywhere";
+  const std::string base_yaml = to_yaml(base);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& [key, value] = other_rows[i];
+    SCOPED_TRACE(key);
+    ASSERT_EQ(key, rows[i].first);
+    EXPECT_EQ(changes[i], key + ": " + rows[i].second + " -> " + value);
+    const std::string set = key + "=" + value;
+    std::vector<std::string> overrides{set};
+    std::vector<std::string> expected{changes[i]};
+    if (key == "model.dtype") {
+      overrides.push_back("train.precision=fp32");
+      expected.push_back("train.precision: bf16_mixed -> fp32");
+    }
+    JobConfig changed;
+    ASSERT_NO_THROW(changed = parse(base_yaml, overrides));
+    EXPECT_NE(changed, base);
+    EXPECT_EQ(differing_settings(base, changed), expected);
+    EXPECT_EQ(changed.origins.at(key), "--set " + set);
+  }
+}
+
+TEST(DifferingSettings, NamesEachChangedKeyWithBothValues) {
+  const JobConfig saved;
+  JobConfig current = parse("optim:\n  lr: 2.0e-5\n");
+  EXPECT_TRUE(differing_settings(saved, current).empty());
+  current.optim.lr = 3e-5;
+  current.data.train = "/d/train";
+  current.model.rope_scaling.original_max_position_embeddings = 2048;
+  current.eval.windows = {128, 256};
+  current.checkpoint.export_hf_at_end = true;
+  EXPECT_EQ(differing_settings(saved, current),
+            (std::vector<std::string>{"model.rope_scaling.original_max_position_embeddings: null -> 2048",
+                                      "data.train: \"\" -> /d/train", "optim.lr: 2e-05 -> 3e-05",
+                                      "checkpoint.export_hf_at_end: false -> true",
+                                      "eval.windows: [] -> [128, 256]"}));
+  EXPECT_EQ(differing_settings(current, saved).at(2), "optim.lr: 3e-05 -> 2e-05");
+  EXPECT_EQ(differing_settings(everything_changed(), everything_changed()), std::vector<std::string>{});
 }
 
 TEST(JobConfig, ToTableAlignsKeysAndValues) {
