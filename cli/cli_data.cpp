@@ -1,7 +1,7 @@
 // Data subcommands: `longtune tokenizer train` (a LLaMA-style SentencePiece model from text),
 // `longtune prepare-data` (tokenize a corpus once into shards), `longtune data inspect` (what a
 // prepared directory holds) and `longtune data passkey-drills` (synthetic retrieval training text,
-// trainer/passkey_prompt.h). Argument handling and printing only; the work is in data/ and trainer/.
+// eval/passkey_prompt.h). Argument handling and printing only; the work is in data/ and eval/.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 

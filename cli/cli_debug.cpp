@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <sstream>
 
 #include "common/check.h"
 #include "model/loss.h"
@@ -27,6 +28,25 @@ struct LogitsArgs {
   bool backward = false;
   bool activation_checkpointing = false;
 };
+
+// "3,7" -> {3, 7}; names the option on anything else.
+std::vector<int64_t> parse_steps(const std::string& text) {
+  std::vector<int64_t> steps;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    size_t used = 0;
+    int64_t step = 0;
+    try {
+      step = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    LT_CHECK(used == item.size() && !item.empty() && step >= 1,
+             "--nan-loss-at-steps: '{}' is not a step number (1, 2, ...)", item);
+    steps.push_back(step);
+  }
+  return steps;
+}
 
 // Poisons the loss of the chosen optimizer steps.
 class NanLossAtSteps final : public trainer::StepProbe {
@@ -85,15 +105,14 @@ void add_debug_command(CLI::App& app) {
   logits->callback([args] { run_logits(*args); });
 
   auto train_args = std::make_shared<TrainArgs>();
-  auto nan_steps = std::make_shared<std::vector<int64_t>>();
+  auto nan_steps = std::make_shared<std::string>();
   CLI::App* train = debug->add_subcommand("train", "`longtune train` with a NaN loss injected at chosen steps (tests)");
   add_train_options(*train, *train_args);
-  train->add_option("--nan-loss-at-steps", *nan_steps, "optimizer steps (1-based) whose loss becomes NaN")
-      ->delimiter(',')
+  train->add_option("--nan-loss-at-steps", *nan_steps, "optimizer steps (1-based, comma-separated) whose loss becomes NaN")
       ->required();
   train->callback([train_args, nan_steps, &app] {
     train_args->log_level = app.get_option("--log-level")->as<std::string>();
-    NanLossAtSteps probe(*nan_steps);
+    NanLossAtSteps probe(parse_steps(*nan_steps));
     run_train(*train_args, &probe);
   });
 }

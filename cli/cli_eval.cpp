@@ -25,6 +25,7 @@
 #include "trainer/device.h"
 #include "dist/dist_env.h"
 #include "eval/perplexity.h"
+#include "eval/result_files.h"
 #include "dist/process_group.h"
 
 namespace longtune::cli {
@@ -105,7 +106,7 @@ void run_document_perplexity(const PerplexityArgs& args) {
   options.bos_id = docs.bos_id;
   options.progress = !args.quiet && leader;
   llama->to(device);
-  nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  eval::PerplexityReport report;
   LT_CHECK(args.stride_fraction >= 0 && args.stride_fraction < 1, "--stride-fraction must be in [0, 1), got {}",
            args.stride_fraction);
   for (int64_t w : windows) {
@@ -126,28 +127,22 @@ void run_document_perplexity(const PerplexityArgs& args) {
     eval::PerplexityResult r = eval::finalize_perplexity(partial);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!leader) continue;
-    nlohmann::ordered_json result = {
-        {"ppl", r.ppl},           {"mean_window_nll", r.mean_window_nll}, {"token_ppl", r.token_ppl},
-        {"token_nll", r.token_nll}, {"windows", r.windows},               {"scored_tokens", r.scored_tokens},
-        {"documents", r.documents}, {"window", w},                        {"stride", options.stride},
-        {"mode", args.mode},      {"seconds", r.seconds}};
-    if (!args.data_dir.empty()) result["split"] = args.split;
+    eval::PerplexityRun run{r, w, options.stride, args.mode, std::nullopt};
+    if (!args.data_dir.empty()) run.split = args.split;
     LT_INFO("eval perplexity W={}: ppl {:.4f} (token-weighted {:.4f}) over {} windows, {} tokens, {:.1f} s", w, r.ppl,
             r.token_ppl, r.windows, r.scored_tokens, r.seconds);
-    std::cout << result.dump() << std::endl;
-    results.push_back(std::move(result));
+    std::cout << eval::perplexity_run_json(run) << std::endl;
+    report.results.push_back(std::move(run));
   }
   if (!args.out.empty() && leader) {
-    const nlohmann::ordered_json report = {{"model", args.model_dir},
-                                           {"ranks", env.world_size},
-                                           {"rope_scaling", args.rope.empty() ? "model's own" : args.rope},
-                                           {"documents", docs.description},
-                                           {"protocol", args.mode == "sliding"
-                                                            ? "sliding window, BOS prepended, new tokens scored, "
-                                                              "ppl = exp(mean of window mean NLL)"
-                                                            : "chunks of W-1 tokens, BOS prepended"},
-                                           {"results", results}};
-    write_file_atomic(args.out, report.dump(1) + "\n");
+    report.model = args.model_dir;
+    report.ranks = env.world_size;
+    report.rope_scaling = args.rope.empty() ? "model's own" : args.rope;
+    report.documents = docs.description;
+    report.protocol = args.mode == "sliding"
+                          ? "sliding window, BOS prepended, new tokens scored, ppl = exp(mean of window mean NLL)"
+                          : "chunks of W-1 tokens, BOS prepended";
+    write_file_atomic(args.out, eval::perplexity_report_json(report));
   }
 }
 

@@ -1,4 +1,4 @@
-// `longtune eval passkey`: the PI paper's passkey retrieval (trainer/passkey.h) on a model (HF
+// `longtune eval passkey`: the PI paper's passkey retrieval (eval/passkey.h) on a model (HF
 // directory or checkpoint, RoPE scaling overridable) with its SentencePiece tokenizer; prints a
 // summary JSON line, writes the full result (every trial) as JSON and a PNG of accuracy vs distance.
 #include <CLI/CLI.hpp>
@@ -17,6 +17,7 @@
 #include "report/gnuplot.h"
 #include "trainer/model_source.h"
 #include "eval/passkey.h"
+#include "eval/result_files.h"
 
 namespace longtune::cli {
 
@@ -43,32 +44,9 @@ fs::path tokenizer_path(const PasskeyArgs& args) {
   return *found;
 }
 
-nlohmann::ordered_json to_json(const eval::PasskeyResult& r, const PasskeyArgs& args, bool with_trials) {
-  nlohmann::ordered_json distances = nlohmann::ordered_json::array();
-  for (const auto& d : r.distances)
-    distances.push_back({{"k", d.k}, {"mean_distance", d.mean_distance}, {"successes", d.successes},
-                         {"trials", d.trials}, {"accuracy", d.accuracy},
-                         {"digit_accuracy", d.digit_accuracy}});
-  nlohmann::ordered_json out = {{"model", args.model_dir},
-                                {"rope_scaling", args.rope.empty() ? "model's own" : args.rope},
-                                {"length", r.length},
-                                {"k_max", r.k_max},
-                                {"threshold", args.options.threshold},
-                                {"mean_accuracy", r.mean_accuracy},
-                                {"mean_digit_accuracy", r.mean_digit_accuracy},
-                                {"seed", args.options.seed},
-                                {"seconds", r.seconds},
-                                {"distances", distances}};
-  if (with_trials) {
-    nlohmann::ordered_json trials = nlohmann::ordered_json::array();
-    for (const auto& t : r.trials)
-      trials.push_back({{"target_distance", t.target_distance}, {"distance", t.distance}, {"key", t.key},
-                        {"prefix_chars", t.prefix_chars}, {"suffix_chars", t.suffix_chars},
-                        {"prompt_tokens", t.prompt_tokens}, {"generated", t.generated}, {"output", t.output},
-                        {"success", t.success}, {"digit_accuracy", t.digit_accuracy}});
-    out["trials"] = trials;
-  }
-  return out;
+eval::PasskeyReport report_of(const eval::PasskeyResult& r, const PasskeyArgs& args) {
+  return eval::PasskeyReport{args.model_dir, args.rope.empty() ? "model's own" : args.rope, args.options.threshold,
+                             args.options.seed, r};
 }
 
 void plot_accuracy(const eval::PasskeyResult& r, const fs::path& png, const std::string& label) {
@@ -100,8 +78,10 @@ void run_passkey(PasskeyArgs args) {
   const eval::PasskeyResult r = eval::evaluate_passkey(*llama, tokenizer, args.options);
   LT_INFO("eval passkey L'={}: k_max {} (mean accuracy {:.3f}) in {:.1f} s", r.length, r.k_max, r.mean_accuracy,
           r.seconds);
-  std::cout << to_json(r, args, /*with_trials=*/false).dump() << std::endl;
-  if (!args.out.empty()) write_file_atomic(args.out, to_json(r, args, /*with_trials=*/true).dump(1) + "\n");
+  const eval::PasskeyReport report = report_of(r, args);
+  std::cout << eval::passkey_report_json(report, /*with_trials=*/false) << std::endl;
+  if (!args.out.empty())
+    write_file_atomic(args.out, eval::passkey_report_json(report, /*with_trials=*/true, /*indent=*/1) + "\n");
   if (!args.plot.empty()) plot_accuracy(r, args.plot, args.label);
 }
 

@@ -1,5 +1,5 @@
 // `longtune plot RUN_DIR`: loss, learning-rate and validation-perplexity PNGs of a run, drawn by
-// gnuplot from run_dir/metrics.jsonl into run_dir/plots/ (trainer/plot.h).
+// gnuplot from run_dir/metrics.jsonl into run_dir/plots/ (report/plot.h).
 #include <CLI/CLI.hpp>
 
 #include <iostream>

@@ -1,4 +1,4 @@
-// `longtune study-report DIR`: the report of scripts/study.sh (trainer/study_report.h) from the
+// `longtune study-report DIR`: the report of scripts/study.sh (report/study_report.h) from the
 // evaluation results under DIR; prints the verdicts and the report's path.
 #include <CLI/CLI.hpp>
 

@@ -3,7 +3,7 @@
 // ProcessGroupGloo on CPU behind one interface, so the sharding code has a single path for both.
 // Every collective is asynchronous and returns a PendingCollective; a collective that does not
 // complete within the configured timeout becomes an error (Gloo throws from wait(); NCCL's watchdog
-// tears the process down), never a silent hang. Not the sharding policy (trainer/fsdp).
+// tears the process down), never a silent hang. Not the sharding policy (dist/fsdp).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -4,7 +4,7 @@
 // tokens from the end; greedy decoding of a few tokens with a KV cache; a trial succeeds when the
 // first integer in the output is the key. k_max (the effective context) is the largest k such
 // that every k' <= k succeeds at least 20% of the time. Seeded: the same options give the same
-// keys and prompts. Not the prompt wording (trainer/passkey_prompt.h) or the decoder.
+// keys and prompts. Not the prompt wording (eval/passkey_prompt.h) or the decoder.
 #pragma once
 
 #include <cstdint>

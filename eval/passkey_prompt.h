@@ -5,7 +5,7 @@
 // characters is the first n characters of the filler sentence group repeated with single spaces.
 // Here the prefix/suffix lengths are chosen so that the tokenized prompt has a given length and
 // the key sits k tokens from its end. Also the answer rule: the first integer in the output.
-// Not the model, the decoding or the scoring (trainer/passkey.h).
+// Not the model, the decoding or the scoring (eval/passkey.h).
 #pragma once
 
 #include <cstdint>

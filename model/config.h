@@ -1,6 +1,6 @@
 // LLaMA architecture description: shapes, RoPE base and scaling, as read from an HF config.json
 // (transformers 4.x `rope_scaling`/`rope_theta` or 5.x `rope_parameters`) or from a named preset.
-// Not the training job config (trainer/job_config.h): this is only what the network looks like.
+// Not the training job config (config/job_config.h): this is only what the network looks like.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>

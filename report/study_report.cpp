@@ -11,6 +11,7 @@
 
 #include "common/check.h"
 #include "common/file_io.h"
+#include "eval/result_files.h"
 #include "report/gnuplot.h"
 
 namespace longtune::report {
@@ -37,24 +38,31 @@ T field(const nlohmann::json& object, const char* key, const fs::path& path) {
   }
 }
 
+// The results of `eval perplexity --out` and `eval passkey --out`, through their reader.
 PplByWindow read_perplexity(const fs::path& path) {
-  const nlohmann::json report = read_json(path);
   PplByWindow out;
-  for (const auto& r : field<nlohmann::json>(report, "results", path))
-    out[field<int64_t>(r, "window", path)] = field<double>(r, "ppl", path);
+  try {
+    for (const eval::PerplexityRun& run : eval::read_perplexity_report(path).results) out[run.window] = run.result.ppl;
+  } catch (const Error& e) {
+    LT_FAIL("study report: {}", e.what());
+  }
   LT_CHECK(!out.empty(), "study report: {} holds no results", path.string());
   return out;
 }
 
 PasskeySummary read_passkey(const fs::path& path) {
-  const nlohmann::json report = read_json(path);
+  eval::PasskeyReport report;
+  try {
+    report = eval::read_passkey_report(path);
+  } catch (const Error& e) {
+    LT_FAIL("study report: {}", e.what());
+  }
   PasskeySummary out;
-  out.k_max = field<int64_t>(report, "k_max", path);
-  out.mean_accuracy = field<double>(report, "mean_accuracy", path);
-  for (const auto& d : field<nlohmann::json>(report, "distances", path)) {
-    out.accuracy.emplace_back(field<int64_t>(d, "k", path), field<double>(d, "accuracy", path));
-    if (d.contains("digit_accuracy"))
-      out.digit_accuracy.emplace_back(field<int64_t>(d, "k", path), field<double>(d, "digit_accuracy", path));
+  out.k_max = report.result.k_max;
+  out.mean_accuracy = report.result.mean_accuracy;
+  for (const eval::PasskeyDistance& d : report.result.distances) {
+    out.accuracy.emplace_back(d.k, d.accuracy);
+    if (!std::isnan(d.digit_accuracy)) out.digit_accuracy.emplace_back(d.k, d.digit_accuracy);
   }
   return out;
 }

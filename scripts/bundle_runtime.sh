@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf build/bundle
 mkdir -p build/bundle/bin build/bundle/lib
-for exe in longtune longtune-run trainer_tests model_tests data_tests; do
+for exe in longtune longtune-run trainer_tests dist_tests eval_tests model_tests data_tests; do
   strip --strip-debug -o "build/bundle/bin/$exe" "build/bin/$exe"
 done
-ldd build/bin/longtune build/bin/trainer_tests | awk '/=> \// {print $3}' | sort -u |
+ldd build/bin/longtune build/bin/trainer_tests build/bin/dist_tests | awk '/=> \// {print $3}' | sort -u |
   grep -E 'libsentencepiece|libyaml-cpp|libspdlog|libfmt|libzstd|libcrypto' |
   while read -r lib; do cp -L "$lib" build/bundle/lib/; done
 du -sh build/bundle >&2

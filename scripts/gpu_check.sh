@@ -20,7 +20,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 echo "== unit tests (CUDA cases included)"
-for t in trainer_tests model_tests data_tests; do
+for t in trainer_tests dist_tests eval_tests model_tests data_tests; do
   "$BIN/$t" --gtest_brief=1 > "$OUT/$t.log" 2>&1; echo "$t exit $?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$t.log" | tr '\n' ' ')"
 done
 

@@ -108,6 +108,8 @@ struct Trainer::Run {
   void build_model();
   // This rank's micro-batches of the next global batch, on the device, (B, T+1) each.
   std::vector<at::Tensor> next_micro_batches();
+  // A skipped step under train.nan_policy: counted, or the end of the run (an error naming it).
+  void apply_nan_policy(const StepResult& step);
 };
 
 void Trainer::Run::open_data() {
@@ -166,8 +168,9 @@ std::vector<at::Tensor> Trainer::Run::next_micro_batches() {
     const auto ids = data::PackedSequenceReader::micro_batch_ids(batch, dist.rank, dist.world_size,
                                                                  config.train.micro_batch, micro);
     std::vector<int64_t> tokens = train_reader->read_samples(ids);
-    micro_batches.push_back(
-        at::from_blob(tokens.data(), {static_cast<int64_t>(ids.size()), seq_len + 1}, at::kLong).to(device));
+    // A copy even on the CPU: `tokens` is gone by the time the step reads the batch.
+    micro_batches.push_back(at::from_blob(tokens.data(), {static_cast<int64_t>(ids.size()), seq_len + 1}, at::kLong)
+                                .to(device, /*non_blocking=*/false, /*copy=*/true));
   }
   return micro_batches;
 }
@@ -276,6 +279,42 @@ void Trainer::save_checkpoint() {
   LT_INFO("saved checkpoint {} in {:.2f} s", dir.string(), std::chrono::duration<double>(Clock::now() - start).count());
 }
 
+void Trainer::Run::apply_nan_policy(const StepResult& step) {
+  const std::string what = fmt::format("step {}: non-finite {} (loss {}, grad norm {})", counters.step + 1,
+                                       std::isfinite(step.loss) ? "gradient" : "loss", step.loss, step.grad_norm);
+  LT_CHECK(config.train.nan_policy == config::NanPolicy::kSkip,
+           "{}; stopping (train.nan_policy: stop). No checkpoint holds this step; the last one is step {}", what,
+           last_saved_step);
+  ++counters.skipped_steps;
+  LT_CHECK(counters.skipped_steps <= config.train.max_skipped_steps,
+           "{}; {} steps skipped, over train.max_skipped_steps = {}: stopping", what, counters.skipped_steps,
+           config.train.max_skipped_steps);
+  LT_WARN("{}; update skipped ({} of at most {})", what, counters.skipped_steps, config.train.max_skipped_steps);
+}
+
+void Trainer::report_step(const StepResult& step, double tokens_per_s, ProgressLine& progress) {
+  Run& r = *run_;
+  const config::JobConfig& config = r.config;
+  const int64_t n = r.counters.step, total = config.train.steps;
+  const double mfu = r.peak_flops > 0 ? tokens_per_s * r.flops_per_token / r.peak_flops : 0.0;
+  if (n % config.train.log_every == 0 || n == total || step.skipped)
+    r.metrics->write(TrainRecord{n, step.loss, step.lr, step.grad_norm, r.counters.tokens, tokens_per_s, mfu,
+                                 peak_memory_bytes(r.device), r.counters.elapsed_s, step.skipped});
+  if (config.train.eval_every > 0 && (n % config.train.eval_every == 0 || n == total) && r.validation_reader) {
+    const EvalResult eval = evaluate();
+    r.metrics->write(EvalRecord{n, eval.loss, eval.ppl, eval.tokens, std::nullopt});
+    progress.finish();
+    LT_INFO("step {}: validation loss {:.4f}, ppl {:.3f} ({} tokens at {})", n, eval.loss, eval.ppl, eval.tokens,
+            config.data.seq_len);
+  }
+  const double per_step = r.counters.elapsed_s / std::max<int64_t>(1, n);
+  progress.update(fmt::format("step {}/{} {} loss {:.4f} | lr {:.2e} | gnorm {:.3f} | {} tok/s | MFU {:.1f}% | ETA {}",
+                              n, total, ProgressLine::bar(static_cast<double>(n) / total), step.loss, step.lr,
+                              step.grad_norm, ProgressLine::count(tokens_per_s), 100 * mfu,
+                              ProgressLine::duration(per_step * (total - n))),
+                  n == total);
+}
+
 RunOutcome Trainer::train() {
   Run& r = *run_;
   const config::JobConfig& config = r.config;
@@ -297,18 +336,7 @@ RunOutcome Trainer::train() {
     options.group = r.group.get();
     options.probe = r.probe;
     const StepResult step = train_step(*r.model, *r.params, *r.optimizer, r.next_micro_batches(), options);
-    if (step.skipped) {
-      const std::string what = fmt::format("step {}: non-finite {} (loss {}, grad norm {})", r.counters.step + 1,
-                                           std::isfinite(step.loss) ? "gradient" : "loss", step.loss, step.grad_norm);
-      LT_CHECK(config.train.nan_policy == config::NanPolicy::kSkip,
-               "{}; stopping (train.nan_policy: stop). No checkpoint holds this step; the last one is step {}", what,
-               r.last_saved_step);
-      ++r.counters.skipped_steps;
-      LT_CHECK(r.counters.skipped_steps <= config.train.max_skipped_steps,
-               "{}; {} steps skipped, over train.max_skipped_steps = {}: stopping", what, r.counters.skipped_steps,
-               config.train.max_skipped_steps);
-      LT_WARN("{}; update skipped ({} of at most {})", what, r.counters.skipped_steps, config.train.max_skipped_steps);
-    }
+    if (step.skipped) r.apply_nan_policy(step);
     ++r.counters.step;
     r.counters.tokens += static_cast<int64_t>(global_tokens);
     synchronize(r.device);
@@ -316,26 +344,8 @@ RunOutcome Trainer::train() {
     const double step_s = std::chrono::duration<double>(now - last).count();
     last = now;
     r.counters.elapsed_s = elapsed_before + std::chrono::duration<double>(now - run_start).count();
-    const double tokens_per_s = global_tokens / std::max(step_s, 1e-9);
-    const double mfu = r.peak_flops > 0 ? tokens_per_s * r.flops_per_token / r.peak_flops : 0.0;
+    report_step(step, global_tokens / std::max(step_s, 1e-9), progress);
     const int64_t n = r.counters.step;
-    if (n % config.train.log_every == 0 || n == total || step.skipped)
-      r.metrics->write(TrainRecord{n, step.loss, step.lr, step.grad_norm, r.counters.tokens, tokens_per_s, mfu,
-                                   peak_memory_bytes(r.device), r.counters.elapsed_s, step.skipped});
-    if (config.train.eval_every > 0 && (n % config.train.eval_every == 0 || n == total) && r.validation_reader) {
-      const EvalResult eval = evaluate();
-      r.metrics->write(EvalRecord{n, eval.loss, eval.ppl, eval.tokens, std::nullopt});
-      progress.finish();
-      LT_INFO("step {}: validation loss {:.4f}, ppl {:.3f} ({} tokens at {})", n, eval.loss, eval.ppl, eval.tokens,
-              config.data.seq_len);
-    }
-    const double per_step = r.counters.elapsed_s / std::max<int64_t>(1, n);
-    progress.update(fmt::format("step {}/{} {} loss {:.4f} | lr {:.2e} | gnorm {:.3f} | {} tok/s | MFU {:.1f}% | "
-                                "ETA {}",
-                                n, total, ProgressLine::bar(static_cast<double>(n) / total), step.loss, step.lr,
-                                step.grad_norm, ProgressLine::count(tokens_per_s), 100 * mfu,
-                                ProgressLine::duration(per_step * (total - n))),
-                    n == total);
     const bool periodic = config.checkpoint.every > 0 && n % config.checkpoint.every == 0;
     if (periodic || n == total) {
       progress.finish();

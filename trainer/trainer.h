@@ -16,9 +16,14 @@
 #include "config/job_config.h"
 #include "dist/dist_env.h"
 
+namespace longtune {
+class ProgressLine;
+}
+
 namespace longtune::trainer {
 
 class StepProbe;
+struct StepResult;
 
 enum class RunOutcome { kCompleted, kPreempted };
 
@@ -51,6 +56,9 @@ class Trainer {
   const c10::Device& device() const;
 
  private:
+  // After a step: its metrics record, a validation pass when one is due, the progress line.
+  void report_step(const StepResult& step, double tokens_per_s, ProgressLine& progress);
+
   struct Run;
   std::unique_ptr<Run> run_;
 };

@@ -237,10 +237,22 @@ class ConfigPart final : public Stateful {
  public:
   explicit ConfigPart(const config::JobConfig& config) : config_(config) {}
   void save(CheckpointWriter& writer) const override { writer.put_file(kResolvedConfigFile, config::to_yaml(config_)); }
+  // Resuming with changed settings is allowed (a longer run, a new learning rate); say which changed.
   void load(const CheckpointReader& reader) override {
-    if (reader.file(kResolvedConfigFile) != config::to_yaml(config_))
-      LT_WARN("resuming {} with a job config that differs from the one it was saved with",
-              reader.directory().string());
+    const std::string saved = reader.file(kResolvedConfigFile);
+    if (saved == config::to_yaml(config_)) return;
+    const std::string source = (reader.directory() / kResolvedConfigFile).string();
+    std::vector<std::string> changes;
+    try {
+      changes = config::differing_settings(config::parse_job_config_string(saved, source), config_);
+    } catch (const Error& e) {
+      LT_WARN("resuming {} with a job config that differs from the one it was saved with (which does not read as "
+              "a job of this version: {})", reader.directory().string(), e.what());
+      return;
+    }
+    if (!changes.empty())
+      LT_WARN("resuming {} with a job config that differs from the one it was saved with: {}",
+              reader.directory().string(), fmt::join(changes, "; "));
   }
 
  private:

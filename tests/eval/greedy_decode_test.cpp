@@ -1,4 +1,4 @@
-// trainer/greedy_decode: decoding with the KV cache equals recomputing the whole sequence for every
+// eval/greedy_decode: decoding with the KV cache equals recomputing the whole sequence for every
 // new token (the oracle, written out here): identical greedy tokens, and logits within 1e-4 of the
 // largest logit (fp32; only the summation order of the attention differs). Also the stop token.
 #include "eval/greedy_decode.h"

@@ -1,4 +1,4 @@
-// trainer/passkey_prompt: the Landmark-Attention wording byte for byte (the exact strings of
+// eval/passkey_prompt: the Landmark-Attention wording byte for byte (the exact strings of
 // epfml/landmark-attention llama/run_test.py), the filler cut, the key's token position, prompts
 // fitted to a length and distance, and the answer rule (first integer in the output).
 #include "eval/passkey_prompt.h"

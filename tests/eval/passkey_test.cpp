@@ -1,4 +1,4 @@
-// trainer/passkey: the distance grid, the k_max rule, seeded keys, and a whole evaluation on a tiny
+// eval/passkey: the distance grid, the k_max rule, seeded keys, and a whole evaluation on a tiny
 // random model (prompts of the requested length, keys at the requested distances, reproducible).
 #include "eval/passkey.h"
 

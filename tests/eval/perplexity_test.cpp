@@ -1,4 +1,4 @@
-// trainer/perplexity: the rank split. Partial sums over world = 1, 2, 3 ranks add up to the
+// eval/perplexity: the rank split. Partial sums over world = 1, 2, 3 ranks add up to the
 // single-process result; finalize_perplexity's arithmetic; bad rank/world arguments.
 #include "eval/perplexity.h"
 

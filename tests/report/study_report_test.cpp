@@ -1,4 +1,4 @@
-// trainer/study_report: reading a study folder, the verdict rules on hand-made numbers (each claim
+// report/study_report: reading a study folder, the verdict rules on hand-made numbers (each claim
 // agreeing, partly agreeing and disagreeing), the Markdown tables, the charts, and named errors.
 #include "report/study_report.h"
 
