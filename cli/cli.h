@@ -26,7 +26,7 @@ void add_eval_command(CLI::App& app);     // longtune eval perplexity ... | eval
 void add_eval_passkey_command(CLI::App& eval);  // longtune eval passkey ... (under `eval`)
 void add_inspect_command(CLI::App& app);  // longtune inspect DIR
 void add_export_command(CLI::App& app);   // longtune export-hf ...
-void add_debug_command(CLI::App& app);   // longtune debug logits ... (numbers for outside checks)
+void add_debug_command(CLI::App& app);   // longtune debug logits ... | debug train ... (checks and tests)
 void add_data_commands(CLI::App& app);   // longtune tokenizer train | prepare-data | data inspect
 void add_train_command(CLI::App& app);   // longtune train JOB.yaml [--set k=v ...]
 

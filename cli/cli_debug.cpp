@@ -89,7 +89,7 @@ void run_logits(const LogitsArgs& args) {
 }  // namespace
 
 void add_debug_command(CLI::App& app) {
-  CLI::App* debug = app.add_subcommand("debug", "Numbers for checking longtune against other implementations");
+  CLI::App* debug = app.add_subcommand("debug", "Numbers for checking longtune against other implementations, and faults for tests");
   debug->require_subcommand(1);
   auto args = std::make_shared<LogitsArgs>();
   CLI::App* logits = debug->add_subcommand(

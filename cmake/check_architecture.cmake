@@ -4,8 +4,10 @@
 #        report -> trainer, eval, common;  dist -> model, common (never trainer/ or config/);
 #        eval -> model, data, common;  config -> model, common;  launch -> common;
 #        model, data -> common;  common -> nothing.
-#   2. The names inside a checkpoint directory are spelled in one source file only
-#      (trainer/training_state.cpp), so renaming a part cannot break resume or export.
+#   2. The checkpoint's own names (the marker, the resolved config, model_config, sharding.json,
+#      the optimizer and RNG parts, moment keys, the per-rank suffix) are spelled in one source file
+#      only (trainer/training_state.cpp), so renaming a part cannot break resume or export. Names too
+#      generic to search for ("model", "data", "trainer") are not checked here.
 # Tests and benchmarks may include anything. Usage: cmake -DSOURCE_DIR=<repo> -P check_architecture.cmake
 cmake_minimum_required(VERSION 3.25)
 

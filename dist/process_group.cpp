@@ -160,7 +160,7 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const DistEnv& env, std::chrono::mill
 std::unique_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env, const c10::Device& device, Backend backend,
                                                    std::chrono::milliseconds timeout) {
   const bool nccl = backend == Backend::kNccl || (backend == Backend::kAuto && device.is_cuda());
-  LT_CHECK(!nccl || device.is_cuda(), "parallel.backend: nccl needs a CUDA device, but this rank runs on {}",
+  LT_CHECK(!nccl || device.is_cuda(), "process group: the NCCL backend needs a CUDA device, but this rank runs on {}",
            device.str());
   c10::intrusive_ptr<c10d::Store> store = rendezvous(env, timeout);
   c10::intrusive_ptr<c10d::Backend> group;
@@ -171,7 +171,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env, const c10
     options->timeout = timeout;
     group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, options);
 #else
-    LT_FAIL("parallel.backend: this build of longtune has no NCCL support");
+    LT_FAIL("process group: this build of longtune has no NCCL support");
 #endif
   } else {
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);

@@ -30,9 +30,11 @@ T field(const nlohmann::json& object, const char* key, const fs::path& path) {
   }
 }
 
+// An optional field: absent or null (how non-finite numbers are written) gives `fallback`.
 template <typename T>
 T field_or(const nlohmann::json& object, const char* key, T fallback, const fs::path& path) {
-  return object.contains(key) ? field<T>(object, key, path) : fallback;
+  const auto it = object.find(key);
+  return it == object.end() || it->is_null() ? fallback : field<T>(object, key, path);
 }
 
 Json run_object(const PerplexityRun& run) {

@@ -41,22 +41,13 @@ T field(const nlohmann::json& object, const char* key, const fs::path& path) {
 // The results of `eval perplexity --out` and `eval passkey --out`, through their reader.
 PplByWindow read_perplexity(const fs::path& path) {
   PplByWindow out;
-  try {
-    for (const eval::PerplexityRun& run : eval::read_perplexity_report(path).results) out[run.window] = run.result.ppl;
-  } catch (const Error& e) {
-    LT_FAIL("study report: {}", e.what());
-  }
+  for (const eval::PerplexityRun& run : eval::read_perplexity_report(path).results) out[run.window] = run.result.ppl;
   LT_CHECK(!out.empty(), "study report: {} holds no results", path.string());
   return out;
 }
 
 PasskeySummary read_passkey(const fs::path& path) {
-  eval::PasskeyReport report;
-  try {
-    report = eval::read_passkey_report(path);
-  } catch (const Error& e) {
-    LT_FAIL("study report: {}", e.what());
-  }
+  const eval::PasskeyReport report = eval::read_passkey_report(path);
   PasskeySummary out;
   out.k_max = report.result.k_max;
   out.mean_accuracy = report.result.mean_accuracy;

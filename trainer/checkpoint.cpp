@@ -1,7 +1,7 @@
 // Training checkpoints on disk: the atomic save protocol (temporary directory, fsync, COMPLETE
 // marker with sizes and SHA-256, rename into place), pruning, verification and resume selection.
-// What each part stores is the part's business (trainer/checkpoint.h's Stateful); when to save is
-// the trainer's.
+// Which parts a run has and what each stores is trainer/training_state's; when to save is the
+// trainer's.
 #include "trainer/checkpoint.h"
 
 #include <fmt/ranges.h>

@@ -46,7 +46,7 @@ fs::path export_checkpoint_to_hf(const fs::path& checkpoint, const fs::path& out
   if (const auto tokenizer = weights.tokenizer())
     fs::copy_file(*tokenizer, out / tokenizer->filename(), fs::copy_options::overwrite_existing);
   else
-    LT_WARN("{}: holds no tokenizer (the run had no data.tokenizer); copy it into {} yourself",
+    LT_WARN("{}: holds no tokenizer.model (the run had no data.tokenizer); copy it into {} yourself",
             step_dir->string(), out.string());
   LT_INFO("exported {} (step {}, window {}, rope {} x{}) to {}", step_dir->string(),
           CheckpointManager::step_of(*step_dir), config.max_position_embeddings,

@@ -27,13 +27,14 @@ namespace longtune::trainer {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Full precision, and the spellings Python's json module reads for non-finite values.
-std::string number(double value) {
+std::string metric_number(double value) {
   if (!std::isfinite(value)) return std::isnan(value) ? "NaN" : (value > 0 ? "Infinity" : "-Infinity");
   return fmt::format("{}", value);
 }
+
+namespace {
+
+std::string number(double value) { return metric_number(value); }
 
 double number_or_nan(const nlohmann::json& record, const char* key) {
   const auto it = record.find(key);
@@ -85,7 +86,8 @@ MetricsHistory read_metrics(const fs::path& path) {
     if (!std::isfinite(step)) continue;
     const std::string kind = record.value("kind", std::string());
     // Records written before "kind" existed: eval ones carried "eval": true, train ones a loss.
-    if (kind == "eval" || record.value("eval", false)) {
+    const auto eval_flag = record.find("eval");
+    if (kind == "eval" || (eval_flag != record.end() && eval_flag->is_boolean() && eval_flag->get<bool>())) {
       EvalRecord r;
       r.step = static_cast<int64_t>(step);
       r.val_loss = number_or_nan(record, "val_loss");
@@ -105,7 +107,8 @@ MetricsHistory read_metrics(const fs::path& path) {
       r.mfu = number_or_nan(record, "mfu");
       r.peak_mem_bytes = count_or_zero(record, "peak_mem_bytes");
       r.elapsed_s = number_or_nan(record, "elapsed_s");
-      r.skipped = record.value("skipped", false);
+      const auto skipped = record.find("skipped");
+      r.skipped = skipped != record.end() && skipped->is_boolean() && skipped->get<bool>();
       history.train.push_back(r);
     }
   }

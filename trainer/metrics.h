@@ -43,6 +43,10 @@ struct EvalRecord {
 
 using MetricsRecord = std::variant<TrainRecord, EvalRecord>;
 
+// A number as records spell it: full precision, and for non-finite values the spellings Python's
+// json module reads (NaN, Infinity, -Infinity).
+std::string metric_number(double value);
+
 // The line a record is written as (full-precision numbers, so runs compare bit for bit).
 std::string to_json_line(const MetricsRecord& record);
 

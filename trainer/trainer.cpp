@@ -281,7 +281,8 @@ void Trainer::save_checkpoint() {
 
 void Trainer::Run::apply_nan_policy(const StepResult& step) {
   const std::string what = fmt::format("step {}: non-finite {} (loss {}, grad norm {})", counters.step + 1,
-                                       std::isfinite(step.loss) ? "gradient" : "loss", step.loss, step.grad_norm);
+                                       std::isfinite(step.loss) ? "gradient" : "loss", metric_number(step.loss),
+                                       metric_number(step.grad_norm));
   LT_CHECK(config.train.nan_policy == config::NanPolicy::kSkip,
            "{}; stopping (train.nan_policy: stop). No checkpoint holds this step; the last one is step {}", what,
            last_saved_step);
