@@ -371,7 +371,7 @@ void YamlSection::finish() const {
   if (!node.IsMap()) return;
   std::set<std::string> seen;
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const YAML::Node& key = it->first;
+    const YAML::Node key = it->first;  // a copy: it->first lives in a temporary proxy
     const std::string where = location(*impl_->doc, impl_->prefix, key.Mark());
     LT_CHECK(key.IsScalar(), "{}: expected a key name in '{}', got {}", where,
              impl_->prefix.empty() ? "<top level>" : impl_->prefix, describe(key));

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/json_value.h"
 #include "common/file_io.h"
 
 namespace longtune::data {
@@ -17,7 +18,7 @@ T get_key(const ordered_json& object, const char* key, const std::string& where)
   const auto it = object.find(key);
   LT_CHECK(it != object.end(), "{}: missing key '{}'", where, key);
   try {
-    return it->get<T>();
+    return json_value<T>(*it, fmt::format("{}.{}", where, key));
   } catch (const nlohmann::json::exception& e) {
     LT_FAIL("{}.{}: wrong type: {}", where, key, e.what());
   }

@@ -1,9 +1,12 @@
 #include "dist/flat_layout.h"
 
+#include <limits>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/json_value.h"
 #include "model/llama.h"
 
 namespace longtune::dist {
@@ -46,20 +49,31 @@ std::vector<FlatUnit> layout_from_json(const std::string& json_text, const std::
   std::vector<FlatUnit> units;
   try {
     const nlohmann::json json = nlohmann::json::parse(json_text);
-    LT_CHECK(json.value("format", "") == "longtune.sharding" && json.value("version", 0) == 1,
+    LT_CHECK(json.is_object() && json.contains("format") && json.at("format") == "longtune.sharding" &&
+                 json.contains("version") && json.at("version") == 1,
              "{}: not a version 1 longtune.sharding file", context);
-    *world_size = json.at("world_size").get<int>();
+    *world_size = json_value<int>(json.at("world_size"), context + ": world_size");
     LT_CHECK(*world_size >= 1, "{}: world_size {} is not positive", context, *world_size);
     for (const auto& u : json.at("units")) {
-      FlatUnit unit{u.at("name").get<std::string>(), {}, u.at("numel").get<int64_t>()};
+      FlatUnit unit{json_value<std::string>(u.at("name"), context + ": unit name"), {},
+                    json_value<int64_t>(u.at("numel"), context + ": unit numel")};
       int64_t expected_offset = 0;
       for (const auto& p : u.at("params")) {
-        FlatParam param{p.at("name").get<std::string>(), p.at("shape").get<std::vector<int64_t>>(),
-                        p.at("offset").get<int64_t>(), p.at("numel").get<int64_t>()};
+        FlatParam param{json_value<std::string>(p.at("name"), context + ": parameter name"),
+                        json_value<std::vector<int64_t>>(p.at("shape"), context + ": parameter shape"),
+                        json_value<int64_t>(p.at("offset"), context + ": parameter offset"),
+                        json_value<int64_t>(p.at("numel"), context + ": parameter numel")};
         int64_t product = 1;
-        for (int64_t d : param.shape) product *= d;
+        for (int64_t d : param.shape) {
+          // Checked before multiplying: a product past INT64_MAX would be undefined.
+          LT_CHECK(d >= 0 && (d == 0 || product <= std::numeric_limits<int64_t>::max() / d),
+                   "{}: unit '{}' parameter '{}' has a bad shape", context, unit.name, param.name);
+          product *= d;
+        }
         LT_CHECK(param.offset == expected_offset && param.numel == product,
                  "{}: unit '{}' parameter '{}' has an inconsistent offset or size", context, unit.name, param.name);
+        LT_CHECK(param.numel <= std::numeric_limits<int64_t>::max() - expected_offset,
+                 "{}: unit '{}' is too large", context, unit.name);
         expected_offset += param.numel;
         unit.params.push_back(std::move(param));
       }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/json_value.h"
 #include "common/file_io.h"
 
 namespace longtune::eval {
@@ -24,7 +25,9 @@ T field(const nlohmann::json& object, const char* key, const fs::path& path) {
   const auto it = object.find(key);
   LT_CHECK(it != object.end(), "{}: key '{}' is missing", path.string(), key);
   try {
-    return it->get<T>();
+    return json_value<T>(*it, fmt::format("{}: key '{}'", path.string(), key));
+  } catch (const Error&) {
+    LT_FAIL("{}: key '{}' has the wrong type", path.string(), key);
   } catch (const nlohmann::json::exception&) {
     LT_FAIL("{}: key '{}' has the wrong type", path.string(), key);
   }

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "common/check.h"
+#include "common/json_value.h"
 
 namespace longtune::model {
 
@@ -86,7 +87,7 @@ T get_or(const json& j, const char* key, T fallback, const std::string& source) 
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   try {
-    return it->get<T>();
+    return json_value<T>(*it, fmt::format("{}: field '{}'", source, key));
   } catch (const json::exception& e) {
     LT_FAIL("{}: field '{}' has the wrong type ({}): {}", source, key, it->type_name(), e.what());
   }
@@ -107,9 +108,10 @@ std::optional<T> get_optional(const json& j, const char* key, const std::string&
 int64_t first_token_id(const json& j, const char* key, int64_t fallback, const std::string& source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  if (it->is_array()) return it->empty() ? fallback : (*it)[0].get<int64_t>();  // LLaMA-3 lists several EOS ids
+  const std::string what = fmt::format("{}: field '{}'", source, key);
+  if (it->is_array()) return it->empty() ? fallback : json_value<int64_t>((*it)[0], what);  // LLaMA-3 lists several EOS ids
   LT_CHECK(it->is_number_integer(), "{}: field '{}' must be an integer or a list of integers", source, key);
-  return it->get<int64_t>();
+  return json_value<int64_t>(*it, what);
 }
 
 RopeScaling parse_rope(const json& r, const std::string& source, const std::string& field) {
@@ -184,7 +186,8 @@ ModelConfig model_config_from_hf_json(const json& j, const std::string& source) 
   auto& rs = c.rope_scaling;
   if ((rs.type == RopeType::kYarn || rs.type == RopeType::kLlama3)) {
     if (j.contains("original_max_position_embeddings")) {
-      rs.original_max_position_embeddings = j.at("original_max_position_embeddings").get<int64_t>();
+      rs.original_max_position_embeddings =
+          json_value<int64_t>(j.at("original_max_position_embeddings"), source + ": original_max_position_embeddings");
     } else if (!rs.original_max_position_embeddings) {
       rs.original_max_position_embeddings = c.max_position_embeddings;
     }
@@ -203,7 +206,7 @@ ModelConfig load_hf_config(const std::string& path) {
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers past double
     LT_FAIL("{}: invalid JSON: {}", path, e.what());
   }
   return model_config_from_hf_json(j, path);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything longtune needs on a Debian 12 machine, idempotently:
-#   - Debian packages (compiler tools, SentencePiece, nlohmann/json, spdlog, yaml-cpp, CLI11, GoogleTest, ...)
+#   - Debian packages (compiler tools, SentencePiece, nlohmann/json, spdlog, yaml-cpp, CLI11, GoogleTest,
+#     clang with its sanitizer and libFuzzer runtimes for scripts/fuzz.sh, ...)
 #   - a Python virtual environment holding the PyPI torch wheel (its LibTorch is what we build against)
 #     and the test-only oracles (HF transformers 5.x and 4.x, safetensors, sentencepiece).
 # The environment lives outside the clone in a version-keyed cache, so later clones and CI reuse it.
@@ -19,7 +20,8 @@ log() { echo "[setup] $*" >&2; }
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config python3-venv
   libsentencepiece-dev sentencepiece nlohmann-json3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev
-  libcli11-dev libgtest-dev libgloo-dev libzstd-dev zstd libssl-dev gnuplot-nox bible-kjv dict-devil dict-jargon)
+  libcli11-dev libgtest-dev libgloo-dev libzstd-dev zstd libssl-dev gnuplot-nox bible-kjv dict-devil dict-jargon
+  clang-14 libclang-rt-14-dev llvm-14)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

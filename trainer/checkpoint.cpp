@@ -14,6 +14,7 @@
 #include <system_error>
 
 #include "common/check.h"
+#include "common/json_value.h"
 #include "common/file_io.h"
 #include "common/log.h"
 #include "model/safetensors.h"
@@ -106,18 +107,20 @@ CompleteMarker read_complete_marker(const fs::path& directory) {
     const nlohmann::json json = nlohmann::json::parse(text);
     LT_CHECK(json.is_object() && json.value("format", "") == kFormat,
              "checkpoint {}: {} is not a {} marker", directory.string(), kCompleteFile, kFormat);
-    const int version = json.at("version").get<int>();
+    const std::string where = (directory / kCompleteFile).string();
+    const int version = json_value<int>(json.at("version"), where + ": version");
     LT_CHECK(version == kFormatVersion,
              "checkpoint {}: unsupported format version {} (this build reads version {})",
              directory.string(), version, kFormatVersion);
-    marker.step = json.at("step").get<int64_t>();
+    marker.step = json_value<int64_t>(json.at("step"), where + ": step");
     const nlohmann::json& files = json.at("files");
     LT_CHECK(files.is_object(), "checkpoint {}: 'files' in {} is not an object", directory.string(),
              kCompleteFile);
     for (const auto& [name, entry] : files.items()) {
       check_file_name(name, directory);
       marker.files.push_back(
-          {name, entry.at("bytes").get<uint64_t>(), entry.at("sha256").get<std::string>()});
+          {name, json_value<uint64_t>(entry.at("bytes"), where + ": bytes of " + name),
+           json_value<std::string>(entry.at("sha256"), where + ": sha256 of " + name)});
     }
   } catch (const nlohmann::json::exception& e) {
     LT_FAIL("checkpoint {}: malformed {}: {}", directory.string(), kCompleteFile, e.what());

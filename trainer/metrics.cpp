@@ -43,7 +43,7 @@ double number_or_nan(const nlohmann::json& record, const char* key) {
 
 int64_t count_or_zero(const nlohmann::json& record, const char* key) {
   const auto it = record.find(key);
-  return it != record.end() && it->is_number() ? it->get<int64_t>() : 0;
+  return it != record.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
 }
 
 std::string train_line(const TrainRecord& r) {

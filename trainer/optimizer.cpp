@@ -80,7 +80,8 @@ void AdamW::step(double lr) {
     };
     std::vector<Group> groups;
     for (const auto i : c10::irange(params_.size())) {
-      const auto& [name, param] = params_[i];
+      const std::string& name = params_[i].first;
+      const at::Tensor& param = params_[i].second;  // not a structured binding: the lambda below captures it
       const at::Tensor& grad = param.grad();
       if (!grad.defined()) continue;
       LT_CHECK(grad.scalar_type() == param.scalar_type() && grad.device() == param.device(),

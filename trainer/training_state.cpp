@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/json_value.h"
 #include "common/file_io.h"
 #include "common/log.h"
 #include "data/packed_reader.h"
@@ -223,10 +224,11 @@ class CountersPart final : public Stateful {
   }
   void load(const CheckpointReader& reader) override {
     const auto json = nlohmann::json::parse(reader.json(kCountersPart));
-    counters_.step = json.at("step").get<int64_t>();
-    counters_.skipped_steps = json.at("skipped_steps").get<int64_t>();
-    counters_.tokens = json.at("tokens").get<int64_t>();
-    counters_.elapsed_s = json.at("elapsed_s").get<double>();
+    const std::string where = (reader.directory() / (std::string(kCountersPart) + ".json")).string();
+    counters_.step = json_value<int64_t>(json.at("step"), where + ": step");
+    counters_.skipped_steps = json_value<int64_t>(json.at("skipped_steps"), where + ": skipped_steps");
+    counters_.tokens = json_value<int64_t>(json.at("tokens"), where + ": tokens");
+    counters_.elapsed_s = json_value<double>(json.at("elapsed_s"), where + ": elapsed_s");
   }
 
  private:
