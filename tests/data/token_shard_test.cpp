@@ -157,7 +157,7 @@ TEST_F(TokenShardTest, DocumentsLargerThanTheWriteBuffer) {
   int32_t next = 0;
   for (size_t len : {300000u, 1u, 400000u}) {
     std::vector<int32_t> d(len);
-    for (auto& t : d) t = (next++ * 7919) & 0xFFFF;
+    for (auto& t : d) t = static_cast<int32_t>((static_cast<uint32_t>(next++) * 7919u) & 0xFFFFu);  // unsigned: wraps
     docs.push_back(std::move(d));
   }
   const fs::path path = write_shard("big.bin", TokenWidth::kUInt16, docs);
