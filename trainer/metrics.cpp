@@ -34,8 +34,6 @@ std::string metric_number(double value) {
 
 namespace {
 
-std::string number(double value) { return metric_number(value); }
-
 double number_or_nan(const nlohmann::json& record, const char* key) {
   const auto it = record.find(key);
   return it != record.end() && it->is_number() ? it->get<double>() : std::nan("");
@@ -51,14 +49,14 @@ std::string train_line(const TrainRecord& r) {
       "{{\"kind\": \"train\", \"step\": {}, \"loss\": {}, \"lr\": {}, \"grad_norm\": {}, \"tokens\": {}, "
       "\"tokens_per_s\": {:.1f}, \"mfu\": {:.5f}, \"peak_mem_bytes\": {}, \"elapsed_s\": {:.3f}, "
       "\"skipped\": {}}}",
-      r.step, number(r.loss), number(r.lr), number(r.grad_norm), r.tokens, r.tokens_per_s, r.mfu, r.peak_mem_bytes,
+      r.step, metric_number(r.loss), metric_number(r.lr), metric_number(r.grad_norm), r.tokens, r.tokens_per_s, r.mfu, r.peak_mem_bytes,
       r.elapsed_s, r.skipped ? "true" : "false");
 }
 
 std::string eval_line(const EvalRecord& r) {
   const std::string window = r.window ? fmt::format(", \"window\": {}", *r.window) : "";
   return fmt::format("{{\"kind\": \"eval\", \"step\": {}, \"val_loss\": {}, \"val_ppl\": {}, \"val_tokens\": {}{}}}",
-                     r.step, number(r.val_loss), number(r.val_ppl), r.val_tokens, window);
+                     r.step, metric_number(r.val_loss), metric_number(r.val_ppl), r.val_tokens, window);
 }
 
 }  // namespace
