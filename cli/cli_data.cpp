@@ -1,4 +1,5 @@
 // Data subcommands: `longtune tokenizer train` (a LLaMA-style SentencePiece model from text),
+// `longtune tokenizer encode` (a book's ids, to check them against another implementation),
 // `longtune prepare-data` (tokenize a corpus once into shards), `longtune data inspect` (what a
 // prepared directory holds) and `longtune data passkey-drills` (synthetic retrieval training text,
 // eval/passkey_prompt.h). Argument handling and printing only; the work is in data/ and eval/.
@@ -15,6 +16,7 @@
 #include "common/progress.h"
 #include "data/prepare.h"
 #include "data/prepared_data.h"
+#include "data/text_source.h"
 #include "data/tokenizer.h"
 #include "cli/cli.h"
 #include "eval/passkey_prompt.h"
@@ -69,7 +71,7 @@ void print_inspect(const std::filesystem::path& dir) {
 
 void add_data_commands(CLI::App& app) {
   // longtune tokenizer train
-  auto* tokenizer = app.add_subcommand("tokenizer", "SentencePiece tokenizers");
+  auto* tokenizer = app.add_subcommand("tokenizer", "Tokenizers (SentencePiece tokenizer.model, byte-level BPE tokenizer.json)");
   tokenizer->require_subcommand(1);
   auto* train = tokenizer->add_subcommand(
       "train", "Train a LLaMA-style SentencePiece BPE model (byte fallback, split digits)");
@@ -92,6 +94,44 @@ void add_data_commands(CLI::App& app) {
     std::cout << fmt::format("wrote {} ({} pieces) from {} books, {} lines, {}; {} book(s) skipped\n",
                              summary.model_file.string(), options.vocab_size, summary.books, summary.lines,
                              ProgressLine::bytes(static_cast<double>(summary.bytes)), summary.skipped_books);
+  });
+
+  // longtune tokenizer encode
+  auto* encode = tokenizer->add_subcommand(
+      "encode", "Print the ids of a text file read as prepare-data reads a book (no BOS/EOS)");
+  auto encode_tokenizer = std::make_shared<std::string>();
+  auto encode_inputs = std::make_shared<std::vector<std::string>>();
+  auto encode_max_line = std::make_shared<uint64_t>(data::PrepareOptions{}.max_line_bytes);
+  encode->add_option("--tokenizer", *encode_tokenizer, "tokenizer.model, tokenizer.json or a model directory")
+      ->required();
+  encode->add_option("--input", *encode_inputs, "text file(s): one line of ids per file, in order")->required();
+  encode->add_option("--max-line-bytes", *encode_max_line, "as prepare-data: a longer line makes the file unusable")
+      ->capture_default_str();
+  auto encode_raw = std::make_shared<bool>(false);
+  encode->add_flag("--raw", *encode_raw,
+                   "the file's bytes as they are (CR kept, no book checks); invalid UTF-8 still becomes U+FFFD");
+  encode->callback([=] {
+    const data::Tokenizer tokenizer{std::filesystem::path(*encode_tokenizer)};
+    for (const std::string& input : *encode_inputs) {
+      std::string text;
+      if (*encode_raw) {
+        text = read_file(input);
+        data::repair_utf8(text);
+      } else {
+        data::TextDocument document = data::read_text_document(input, *encode_max_line);
+        LT_CHECK(document.skip_reason.empty(), "tokenizer encode: {}: {}", input, document.skip_reason);
+        text = std::move(document.text);
+      }
+      const std::vector<int32_t> ids = tokenizer.encode(text);
+      std::string line;
+      line.reserve(ids.size() * 6);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (i > 0) line += ' ';
+        line += std::to_string(ids[i]);
+      }
+      line += '\n';
+      std::cout << line;
+    }
   });
 
   // longtune prepare-data

@@ -3,29 +3,147 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <nlohmann/json.hpp>
+
 #include <unordered_map>
 
 #include "common/check.h"
 #include "common/file_io.h"
+#include "common/json_value.h"
 #include "common/log.h"
+#include "data/bpe_tokenizer.h"
 #include "data/text_source.h"
 
 namespace longtune::data {
 namespace fs = std::filesystem;
 
-Tokenizer::Tokenizer(const fs::path& model_file)
-    : path_(model_file), processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  LT_CHECK(fs::is_regular_file(model_file), "tokenizer {}: no such file", model_file.string());
-  const std::string bytes = read_file(model_file);
-  const auto status = processor_->LoadFromSerializedProto(bytes);
-  LT_CHECK(status.ok(), "tokenizer {}: not a SentencePiece model: {}", model_file.string(),
-           status.ToString());
+const char* to_string(TokenizerKind kind) {
+  return kind == TokenizerKind::kSentencePiece ? "sentencepiece" : "byte-level-bpe";
+}
+
+namespace {
+
+constexpr const char* kSentencePieceFile = "tokenizer.model";
+constexpr const char* kTokenizerJsonFile = "tokenizer.json";
+constexpr const char* kTokenizerConfigFile = "tokenizer_config.json";
+constexpr const char* kModelConfigFile = "config.json";
+// Beside the tokenizer file, in the order they are copied after it.
+const std::vector<std::string> kCompanionFiles = {kTokenizerConfigFile, "special_tokens_map.json",
+                                                  "generation_config.json"};
+
+// A JSON file beside the tokenizer, or null if there is none.
+nlohmann::json read_companion(const fs::path& file) {
+  if (!fs::is_regular_file(file)) return nullptr;
+  try {
+    return nlohmann::json::parse(read_file(file));
+  } catch (const nlohmann::json::exception& e) {
+    LT_FAIL("{}: not valid JSON: {}", file.string(), e.what());
+  }
+}
+
+// tokenizer_config.json's bos_token / eos_token: a string, {"content": ...} or null.
+std::optional<std::string> special_token_text(const nlohmann::json& config, const char* key, const fs::path& file) {
+  if (!config.is_object() || !config.contains(key) || config[key].is_null()) return std::nullopt;
+  const nlohmann::json& value = config[key];
+  if (value.is_object() && value.contains("content"))
+    return json_value<std::string>(value["content"], fmt::format("{}: {}.content", file.string(), key));
+  return json_value<std::string>(value, fmt::format("{}: {}", file.string(), key));
+}
+
+// config.json's bos_token_id / eos_token_id: an integer or a list (the first is the document end).
+std::optional<int64_t> special_token_id(const nlohmann::json& config, const char* key, const fs::path& file) {
+  if (!config.is_object() || !config.contains(key) || config[key].is_null()) return std::nullopt;
+  const nlohmann::json& value = config[key];
+  const std::string what = fmt::format("{}: {}", file.string(), key);
+  if (value.is_array()) {
+    LT_CHECK(!value.empty(), "{}: an empty list", what);
+    return json_value<int64_t>(value[0], what + "[0]");
+  }
+  return json_value<int64_t>(value, what);
+}
+
+}  // namespace
+
+std::optional<fs::path> find_tokenizer_file(const fs::path& directory) {
+  for (const char* name : {kSentencePieceFile, kTokenizerJsonFile})
+    if (fs::is_regular_file(directory / name)) return directory / name;
+  return std::nullopt;
+}
+
+fs::path resolve_tokenizer_file(const fs::path& file_or_directory) {
+  if (!fs::is_directory(file_or_directory)) {
+    LT_CHECK(fs::is_regular_file(file_or_directory), "tokenizer {}: no such file", file_or_directory.string());
+    return file_or_directory;
+  }
+  const auto found = find_tokenizer_file(file_or_directory);
+  LT_CHECK(found.has_value(), "tokenizer {}: the directory holds neither {} nor {}", file_or_directory.string(),
+           kSentencePieceFile, kTokenizerJsonFile);
+  return *found;
+}
+
+std::vector<fs::path> tokenizer_files(const fs::path& tokenizer_file) {
+  std::vector<fs::path> files{tokenizer_file};
+  for (const std::string& name : kCompanionFiles) {
+    const fs::path companion = tokenizer_file.parent_path() / name;
+    if (fs::is_regular_file(companion)) files.push_back(companion);
+  }
+  return files;
+}
+
+const std::vector<std::string>& hf_tokenizer_file_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> all{kSentencePieceFile, kTokenizerJsonFile};
+    all.insert(all.end(), kCompanionFiles.begin(), kCompanionFiles.end());
+    return all;
+  }();
+  return names;
+}
+
+Tokenizer::Tokenizer(const fs::path& file_or_directory) : path_(resolve_tokenizer_file(file_or_directory)) {
+  const std::string bytes = read_file(path_);
   sha256_ = sha256_hex(bytes);
+  const bool json = path_.extension() == ".json" || (!bytes.empty() && bytes.front() == '{');
+  if (!json) {
+    processor_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = processor_->LoadFromSerializedProto(bytes);
+    LT_CHECK(status.ok(), "tokenizer {}: not a SentencePiece model: {}", path_.string(), status.ToString());
+    bos_id_ = processor_->bos_id();
+    eos_id_ = processor_->eos_id();
+    return;
+  }
+  kind_ = TokenizerKind::kByteLevelBpe;
+  bpe_ = std::make_unique<BpeTokenizer>(path_);
+  const fs::path config_file = path_.parent_path() / kTokenizerConfigFile;
+  const fs::path model_file = path_.parent_path() / kModelConfigFile;
+  const nlohmann::json tokenizer_config = read_companion(config_file);
+  const nlohmann::json model_config = read_companion(model_file);
+  auto resolve = [&](const char* token_key, const char* id_key) -> int64_t {
+    if (const auto text = special_token_text(tokenizer_config, token_key, config_file)) {
+      const auto id = bpe_->token_id(*text);
+      LT_CHECK(id.has_value(), "{}: {} {} is not a token of {}", config_file.string(), token_key, *text,
+               path_.string());
+      return *id;
+    }
+    if (const auto id = special_token_id(model_config, id_key, model_file)) {
+      LT_CHECK(*id >= 0 && *id < bpe_->vocab_size(), "{}: {} {} is outside the vocabulary of {} ({} tokens)",
+               model_file.string(), id_key, *id, path_.string(), bpe_->vocab_size());
+      return *id;
+    }
+    return -1;
+  };
+  bos_id_ = resolve("bos_token", "bos_token_id");
+  eos_id_ = resolve("eos_token", "eos_token_id");
 }
 
 Tokenizer::~Tokenizer() = default;
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  if (bpe_) {
+    const std::vector<TokenSpan> spans = bpe_->encode(text);
+    std::vector<int32_t> ids(spans.size());
+    for (size_t i = 0; i < spans.size(); ++i) ids[i] = spans[i].id;
+    return ids;
+  }
   std::vector<int> ids;
   const auto status = processor_->Encode(absl::string_view(text.data(), text.size()), &ids);
   LT_CHECK(status.ok(), "tokenizer {}: encode failed: {}", path_.string(), status.ToString());
@@ -33,6 +151,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 }
 
 std::vector<TokenSpan> Tokenizer::encode_with_spans(std::string_view text) const {
+  if (bpe_) return bpe_->encode(text);
   sentencepiece::ImmutableSentencePieceText encoded;
   const auto status = processor_->Encode(absl::string_view(text.data(), text.size()), encoded.mutable_proto());
   LT_CHECK(status.ok(), "tokenizer {}: encode failed: {}", path_.string(), status.ToString());
@@ -44,15 +163,14 @@ std::vector<TokenSpan> Tokenizer::encode_with_spans(std::string_view text) const
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  if (bpe_) return bpe_->decode(ids);
   std::string text;
   const auto status = processor_->Decode(std::vector<int>(ids.begin(), ids.end()), &text);
   LT_CHECK(status.ok(), "tokenizer {}: decode failed: {}", path_.string(), status.ToString());
   return text;
 }
 
-int64_t Tokenizer::vocab_size() const { return processor_->GetPieceSize(); }
-int64_t Tokenizer::bos_id() const { return processor_->bos_id(); }
-int64_t Tokenizer::eos_id() const { return processor_->eos_id(); }
+int64_t Tokenizer::vocab_size() const { return bpe_ ? bpe_->vocab_size() : processor_->GetPieceSize(); }
 
 namespace {
 

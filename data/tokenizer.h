@@ -1,12 +1,16 @@
-// A SentencePiece tokenizer as prepare-data and the readers use it: load with clear errors, encode
-// a document to ids without BOS/EOS (readers add those), identify it by the SHA-256 of its model
-// file, and train a LLaMA-style BPE model for users without one. LLaMA-1/2's tokenizer.model loads
-// as is (BOS 1, EOS 2, byte fallback). Not a general text-processing API.
+// The tokenizer as prepare-data, the readers, passkey and export use it, of either kind LLaMA
+// models ship: a SentencePiece tokenizer.model (LLaMA-1/2) or a byte-level BPE tokenizer.json
+// (Llama 3, SmolLM, Qwen: data/bpe_tokenizer). Load with clear errors, encode a document to ids
+// without BOS/EOS (readers add those), identify it by the SHA-256 of its file, and name the files
+// that travel with it; plus training a LLaMA-style SentencePiece model for users without one.
+// BOS/EOS of a tokenizer.json come from the tokenizer_config.json (or config.json) beside it.
+// Not a general text-processing API.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +21,8 @@ class SentencePieceProcessor;
 
 namespace longtune::data {
 
+class BpeTokenizer;
+
 // One token of an encoding and the bytes [begin, end) of the input text it covers.
 struct TokenSpan {
   int32_t id = 0;
@@ -24,30 +30,52 @@ struct TokenSpan {
   uint32_t end = 0;
 };
 
+enum class TokenizerKind { kSentencePiece, kByteLevelBpe };
+const char* to_string(TokenizerKind kind);
+
+// The tokenizer file of an HF model directory: tokenizer.model if there is one (LLaMA-1/2 ship both,
+// and their tokenizer.json is not byte-level), else tokenizer.json; nullopt if neither.
+std::optional<std::filesystem::path> find_tokenizer_file(const std::filesystem::path& directory);
+// A tokenizer file itself, or the one find_tokenizer_file() picks in a directory; throws
+// longtune::Error naming the path if there is none.
+std::filesystem::path resolve_tokenizer_file(const std::filesystem::path& file_or_directory);
+// The files that describe a tokenizer beside `tokenizer_file`, itself first: tokenizer_config.json,
+// special_tokens_map.json, generation_config.json where they exist. What checkpoints and exports copy.
+std::vector<std::filesystem::path> tokenizer_files(const std::filesystem::path& tokenizer_file);
+// Every tokenizer file name an HF directory may hold, for copying one directory's into another.
+const std::vector<std::string>& hf_tokenizer_file_names();
+
 class Tokenizer {
  public:
-  // Throws longtune::Error naming the file if it is missing or not a SentencePiece model.
-  explicit Tokenizer(const std::filesystem::path& model_file);
+  // A tokenizer.model, a tokenizer.json, or a model directory holding either. Throws
+  // longtune::Error naming the file if it is missing or not a tokenizer of a supported kind.
+  explicit Tokenizer(const std::filesystem::path& file_or_directory);
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  // Ids of `text` (no BOS/EOS), as Python's SentencePieceProcessor.encode(text). Thread-safe.
+  // Ids of `text` (no BOS/EOS): Python sentencepiece's encode(text), or HF tokenizers'
+  // encode(text, add_special_tokens=False). Thread-safe.
   std::vector<int32_t> encode(std::string_view text) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   // encode() with each token's byte span in `text` (the same ids). Thread-safe.
   std::vector<TokenSpan> encode_with_spans(std::string_view text) const;
 
+  TokenizerKind kind() const { return kind_; }
   int64_t vocab_size() const;
-  int64_t bos_id() const;  // -1 if the model has none
-  int64_t eos_id() const;
-  const std::filesystem::path& path() const { return path_; }
-  const std::string& sha256() const { return sha256_; }  // of the model file's bytes
+  int64_t bos_id() const { return bos_id_; }  // -1 if the model has none
+  int64_t eos_id() const { return eos_id_; }
+  const std::filesystem::path& path() const { return path_; }  // the tokenizer file
+  const std::string& sha256() const { return sha256_; }  // of the tokenizer file's bytes
 
  private:
   std::filesystem::path path_;
+  TokenizerKind kind_ = TokenizerKind::kSentencePiece;
   std::string sha256_;
+  int64_t bos_id_ = -1;
+  int64_t eos_id_ = -1;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+  std::unique_ptr<BpeTokenizer> bpe_;
 };
 
 struct TokenizerTrainOptions {

@@ -20,7 +20,7 @@ log() { echo "[setup] $*" >&2; }
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config python3-venv
   libsentencepiece-dev sentencepiece nlohmann-json3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev
-  libcli11-dev libgtest-dev libgloo-dev libzstd-dev zstd libssl-dev gnuplot-nox bible-kjv dict-devil dict-jargon
+  libcli11-dev libgtest-dev libgloo-dev libzstd-dev zstd libpcre2-dev libssl-dev gnuplot-nox bible-kjv dict-devil dict-jargon
   clang-14 libclang-rt-14-dev llvm-14)
 
 missing=()
