@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/cli_common.h"
 #include "trainer/hf_export.h"
+#include "data/tokenizer.h"
 
 namespace longtune::cli {
 
@@ -41,7 +42,7 @@ void run_export(const ExportArgs& args) {
   options.dtype = model::dtype_from_name(storage);
   options.max_shard_bytes = static_cast<int64_t>(args.max_shard_gb * 1e9);
   model::save_hf_model(*llama, args.out, options);
-  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+  for (const std::string& name : data::hf_tokenizer_file_names()) {
     const fs::path source = fs::path(args.model_dir) / name;
     if (fs::exists(source)) fs::copy_file(source, fs::path(args.out) / name, fs::copy_options::overwrite_existing);
   }

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <unordered_map>
 
 #include "common/check.h"
@@ -90,6 +91,20 @@ std::vector<fs::path> tokenizer_files(const fs::path& tokenizer_file) {
   return files;
 }
 
+namespace {
+bool is_tokenizer_json(const fs::path& file, std::string_view bytes) {
+  return file.extension() == ".json" || (!bytes.empty() && bytes.front() == '{');
+}
+}  // namespace
+
+std::string hf_tokenizer_file_name(const fs::path& tokenizer_file) {
+  std::ifstream in(tokenizer_file, std::ios::binary);
+  char first = 0;
+  in.get(first);
+  return is_tokenizer_json(tokenizer_file, std::string_view(&first, in.gcount())) ? kTokenizerJsonFile
+                                                                                   : kSentencePieceFile;
+}
+
 const std::vector<std::string>& hf_tokenizer_file_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> all{kSentencePieceFile, kTokenizerJsonFile};
@@ -102,7 +117,7 @@ const std::vector<std::string>& hf_tokenizer_file_names() {
 Tokenizer::Tokenizer(const fs::path& file_or_directory) : path_(resolve_tokenizer_file(file_or_directory)) {
   const std::string bytes = read_file(path_);
   sha256_ = sha256_hex(bytes);
-  const bool json = path_.extension() == ".json" || (!bytes.empty() && bytes.front() == '{');
+  const bool json = is_tokenizer_json(path_, bytes);
   if (!json) {
     processor_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
     const auto status = processor_->LoadFromSerializedProto(bytes);

@@ -42,6 +42,9 @@ std::filesystem::path resolve_tokenizer_file(const std::filesystem::path& file_o
 // The files that describe a tokenizer beside `tokenizer_file`, itself first: tokenizer_config.json,
 // special_tokens_map.json, generation_config.json where they exist. What checkpoints and exports copy.
 std::vector<std::filesystem::path> tokenizer_files(const std::filesystem::path& tokenizer_file);
+// The name HF gives a tokenizer file of this kind (tokenizer.model or tokenizer.json), whatever
+// `tokenizer_file` is called: what a checkpoint or an export stores it as.
+std::string hf_tokenizer_file_name(const std::filesystem::path& tokenizer_file);
 // Every tokenizer file name an HF directory may hold, for copying one directory's into another.
 const std::vector<std::string>& hf_tokenizer_file_names();
 

@@ -9,6 +9,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/model_source.h"
 #include "trainer/training_state.h"
+#include "data/tokenizer.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -43,11 +44,13 @@ fs::path export_checkpoint_to_hf(const fs::path& checkpoint, const fs::path& out
     model::Llama llama = build_model(config, source, at::kFloat);
     model::save_hf_model(*llama, out.string(), save);
   }
-  if (const auto tokenizer = weights.tokenizer())
-    fs::copy_file(*tokenizer, out / tokenizer->filename(), fs::copy_options::overwrite_existing);
-  else
-    LT_WARN("{}: holds no tokenizer.model (the run had no data.tokenizer); copy it into {} yourself",
+  if (const auto tokenizer = weights.tokenizer()) {
+    for (const fs::path& file : data::tokenizer_files(*tokenizer))
+      fs::copy_file(file, out / file.filename(), fs::copy_options::overwrite_existing);
+  } else {
+    LT_WARN("{}: holds no tokenizer (the run had no data.tokenizer); copy it into {} yourself",
             step_dir->string(), out.string());
+  }
   LT_INFO("exported {} (step {}, window {}, rope {} x{}) to {}", step_dir->string(),
           CheckpointManager::step_of(*step_dir), config.max_position_embeddings,
           model::to_string(config.rope_scaling.type), config.rope_scaling.factor, out.string());

@@ -14,6 +14,7 @@
 #include "model/safetensors.h"
 #include "trainer/checkpoint.h"
 #include "trainer/training_state.h"
+#include "data/tokenizer.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -85,11 +86,8 @@ std::optional<fs::path> source_tokenizer(const ModelSource& source) {
   switch (source.kind) {
     case ModelSource::Kind::kPreset:
       return std::nullopt;
-    case ModelSource::Kind::kHfDirectory: {
-      const fs::path path = source.directory / "tokenizer.model";  // HF's name for a SentencePiece model
-      if (fs::is_regular_file(path)) return path;
-      return std::nullopt;
-    }
+    case ModelSource::Kind::kHfDirectory:
+      return data::find_tokenizer_file(source.directory);
     case ModelSource::Kind::kCheckpoint:
       return CheckpointWeights(source.directory).tokenizer();
   }

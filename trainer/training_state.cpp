@@ -19,6 +19,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/device.h"
 #include "trainer/optimizer.h"
+#include "data/tokenizer.h"
 
 namespace longtune::trainer {
 namespace fs = std::filesystem;
@@ -36,7 +37,6 @@ constexpr const char* kWeightsPart = "model";         // master weights: model.s
 constexpr const char* kOptimizerPart = "optimizer";   // AdamW moments and step: optimizer[.rankRRRRR].safetensors
 constexpr const char* kShardingPart = "sharding";     // sharding.json: the unit layout of a sharded save
 constexpr const char* kModelConfigPart = "model_config";  // model_config.json: the HF config.json
-constexpr const char* kTokenizerFile = "tokenizer.model";
 constexpr const char* kReaderPart = "data";           // data.json: the training reader's position
 constexpr const char* kCountersPart = "trainer";      // trainer.json: TrainingCounters
 constexpr const char* kRngPart = "rng";               // rng[.rankRRRRR].safetensors: generator states
@@ -159,7 +159,12 @@ class ParametersPart final : public Stateful {
     save_parameters(writer, state_.parameters, state_.optimizer, state_.rank);
     if (state_.rank != 0) return;
     writer.put_json(kModelConfigPart, model::model_config_to_hf_json(state_.model_config).dump(2));
-    if (!state_.tokenizer_path.empty()) writer.put_file(kTokenizerFile, read_file(state_.tokenizer_path));
+    // The tokenizer under HF's name for its kind (tokenizer.model or tokenizer.json), with its config files.
+    if (!state_.tokenizer_path.empty()) {
+      const std::vector<fs::path> files = data::tokenizer_files(data::resolve_tokenizer_file(state_.tokenizer_path));
+      writer.put_file(data::hf_tokenizer_file_name(files[0]), read_file(files[0]));
+      for (size_t i = 1; i < files.size(); ++i) writer.put_file(files[i].filename().string(), read_file(files[i]));
+    }
   }
   void load(const CheckpointReader& reader) override { load_parameters(reader, state_.parameters, state_.optimizer); }
 
@@ -308,9 +313,7 @@ model::ModelConfig CheckpointWeights::model_config() const {
 }
 
 std::optional<fs::path> CheckpointWeights::tokenizer() const {
-  const fs::path path = step_dir_ / kTokenizerFile;
-  if (!fs::is_regular_file(path)) return std::nullopt;
-  return path;
+  return data::find_tokenizer_file(step_dir_);
 }
 
 at::Tensor CheckpointWeights::unit(size_t u) const {
