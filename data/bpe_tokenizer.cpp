@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <queue>
 
 #include "common/check.h"
@@ -173,10 +174,9 @@ BpeTokenizer::BpeTokenizer(const fs::path& tokenizer_json) : path_(tokenizer_jso
     if (!bytes) continue;
     vocab_.emplace(*bytes, id);
     if (bytes->size() == 1) byte_id_[static_cast<unsigned char>((*bytes)[0])] = id;
-    if (byte_fallback && token.size() == 6 && token.starts_with("<0x") && token.back() == '>') {
-      const int value = std::stoi(token.substr(3, 2), nullptr, 16);
-      fallback_id_[value] = id;
-    }
+    if (byte_fallback && token.size() == 6 && token.starts_with("<0x") && token.back() == '>' &&
+        std::isxdigit(static_cast<unsigned char>(token[3])) && std::isxdigit(static_cast<unsigned char>(token[4])))
+      fallback_id_[std::stoi(token.substr(3, 2), nullptr, 16)] = id;
   }
   for (size_t i = 0; i < added_.size(); ++i) {
     const AddedToken& token = added_[i];
