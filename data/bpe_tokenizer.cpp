@@ -339,8 +339,7 @@ void BpeTokenizer::encode_word(std::string_view text, const Piece& piece, std::v
     int32_t token = byte_id_[byte];
     if (token < 0) token = fallback_id_[byte];
     if (token < 0) {
-      LT_CHECK(unk_id_ >= 0, "tokenizer {}: byte 0x{:02X} has no token and the model has no unk_token",
-               path_.string(), byte);
+      if (unk_id_ < 0) continue;  // as HF: a byte with no token and no unk_token is dropped
       if (fuse_unk_ && !id.empty() && id.back() == unk_id_) continue;
       token = unk_id_;
     }
