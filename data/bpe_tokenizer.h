@@ -62,7 +62,7 @@ class BpeTokenizer {
   TokenMap vocab_;                         // token bytes (byte-level decoded) → id
   std::vector<std::string> token_bytes_;   // id → bytes, for decode
   std::array<int32_t, 256> byte_id_{};     // single-byte token ids (-1: none)
-  std::array<int32_t, 256> fallback_id_{}; // <0xXX> tokens when byte_fallback (-1: none)
+  std::array<int32_t, 256> fallback_id_{}; // the <0x00>..<0xFF> tokens when byte_fallback (-1: none)
   std::unordered_map<uint64_t, Merge> merges_;  // (left id << 32 | right id) → rank and result
   std::vector<AddedToken> added_;
   std::array<std::vector<int>, 256> added_by_first_byte_;
