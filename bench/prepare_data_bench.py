@@ -78,20 +78,26 @@ def time_python(root, tokenizer, threads):
     return elapsed, sum(map(len, ids))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def bench_arguments(doc, target_mb):
+    """The command line both prepare-data benchmarks take: (args, longtune binary, work folder)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--longtune-bin", required=True, help="build/bin folder, or the longtune binary")
     parser.add_argument("--work-dir", required=True, type=Path)
-    parser.add_argument("--target-mb", type=float, default=50)
+    parser.add_argument("--target-mb", type=float, default=target_mb)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--kinds", default="gpt2,llama3,smollm", help="tokenizer_bench: test tokenizers to time")
     args = parser.parse_args()
     longtune = Path(args.longtune_bin)
     if longtune.is_dir():
         longtune = longtune / "longtune"
-    longtune = str(longtune.resolve())
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    return args, str(longtune.resolve()), work
+
+
+def main():
+    args, longtune, work = bench_arguments(__doc__, target_mb=50)
 
     corpus = work / "corpus"
     subprocess.run(["bash", str(REPO / "scripts" / "make_corpus.sh"), str(corpus), longtune], check=True)

@@ -1,6 +1,7 @@
 // Data subcommands: `longtune tokenizer train` (a LLaMA-style SentencePiece model from text),
 // `longtune tokenizer encode` (a book's ids, to check them against another implementation),
-// `longtune prepare-data` (tokenize a corpus once into shards), `longtune data inspect` (what a
+// `longtune prepare-data` (tokenize a corpus once into shards), `longtune import-tokens` (already
+// tokenized documents into the same shards), `longtune data inspect` (what a
 // prepared directory holds) and `longtune data passkey-drills` (synthetic retrieval training text,
 // eval/passkey_prompt.h). Argument handling and printing only; the work is in data/ and eval/.
 #include <CLI/CLI.hpp>
@@ -8,12 +9,14 @@
 
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "common/check.h"
 #include "common/file_io.h"
 #include "common/log.h"
 #include "common/progress.h"
+#include "data/import_tokens.h"
 #include "data/prepare.h"
 #include "data/prepared_data.h"
 #include "data/text_source.h"
@@ -145,7 +148,7 @@ void add_data_commands(CLI::App& app) {
   auto quiet = std::make_shared<bool>(false);
   prepare->add_option("--input", *input, "PG-19 root (train/ validation/ test/), folder of .txt, one .txt, "
                                          "or .jsonl[.zst]")->required();
-  prepare->add_option("--tokenizer", *tokenizer_path, "SentencePiece model (e.g. LLaMA's tokenizer.model)")
+  prepare->add_option("--tokenizer", *tokenizer_path, "tokenizer.model, tokenizer.json, or a model directory holding either")
       ->required();
   prepare->add_option("--out", *output, "output directory")->required();
   prepare->add_option("--threads", prepare_options->threads, "tokenizer threads (0: all cores)")
@@ -168,6 +171,46 @@ void add_data_commands(CLI::App& app) {
     options.progress = !*quiet;
     const data::PrepareSummary summary = data::prepare_data(options);
     print_prepare_summary(options, summary);
+  });
+
+  // longtune import-tokens
+  auto* import = app.add_subcommand("import-tokens",
+                                    "Already tokenized documents (JSONL ids, or a .bin with offsets) into token shards");
+  auto import_options = std::make_shared<data::ImportOptions>();
+  auto import_inputs = std::make_shared<std::vector<std::string>>();
+  auto import_strings = std::make_shared<std::map<std::string, std::string>>();
+  auto import_shard_mb = std::make_shared<double>(256.0);
+  import->add_option("--input", *import_inputs,
+                     "JSONL files ({\"ids\": [...]} or {\"input_ids\": [...]} per line; .jsonl or .jsonl.zst), "
+                     "folders of them, or one .bin of ids")->required();
+  import->add_option("--offsets", (*import_strings)["offsets"],
+                     "with a .bin: document boundaries, little-endian uint64, N+1 values from 0 to the id count");
+  import->add_option("--dtype", (*import_strings)["dtype"], "with a .bin: its ids' type")
+      ->check(CLI::IsMember({"uint16", "uint32"}));
+  import->add_option("--tokenizer", (*import_strings)["tokenizer"],
+                     "the tokenizer that made the ids (tokenizer.model, tokenizer.json or a model directory): "
+                     "vocabulary, BOS/EOS and the hash training checks");
+  import->add_option("--vocab-size", import_options->vocab_size, "without --tokenizer: ids must be below it");
+  import->add_option("--bos-id", import_options->bos_id, "without --tokenizer: the BOS id documents are joined with");
+  import->add_option("--eos-id", import_options->eos_id, "without --tokenizer: the EOS id");
+  import->add_option("--out", (*import_strings)["out"], "output directory")->required();
+  import->add_option("--split-name", import_options->split_name, "the split the documents form")->capture_default_str();
+  import->add_option("--shard-mb", *import_shard_mb, "MB of input per shard")->capture_default_str();
+  import->callback([=] {
+    data::ImportOptions options = *import_options;
+    for (const std::string& path : *import_inputs) options.inputs.emplace_back(path);
+    options.offsets = (*import_strings)["offsets"];
+    options.tokenizer = (*import_strings)["tokenizer"];
+    options.output = (*import_strings)["out"];
+    const std::string& dtype = (*import_strings)["dtype"];
+    if (!dtype.empty()) options.bin_width = dtype == "uint16" ? data::TokenWidth::kUInt16 : data::TokenWidth::kUInt32;
+    LT_CHECK(*import_shard_mb > 0, "--shard-mb must be positive, got {}", *import_shard_mb);
+    options.shard_source_bytes = static_cast<uint64_t>(*import_shard_mb * (1 << 20));
+    const data::ImportSummary summary = data::import_tokens(options);
+    std::cout << fmt::format("imported {} source(s) into {} in {:.1f} s: {} documents, {} tokens, {} shard(s) "
+                             "({} kept from an earlier run), {} read\n", summary.sources, options.output.string(),
+                             summary.seconds, summary.documents, summary.tokens, summary.shards,
+                             summary.shards_reused, ProgressLine::bytes(static_cast<double>(summary.bytes_read)));
   });
 
   // longtune data inspect

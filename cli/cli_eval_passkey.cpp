@@ -1,5 +1,5 @@
 // `longtune eval passkey`: the PI paper's passkey retrieval (eval/passkey.h) on a model (HF
-// directory or checkpoint, RoPE scaling overridable) with its SentencePiece tokenizer; prints a
+// directory or checkpoint, RoPE scaling overridable) with its tokenizer (tokenizer.model or tokenizer.json); prints a
 // summary JSON line, writes the full result (every trial) as JSON and a PNG of accuracy vs distance.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -40,7 +40,7 @@ struct PasskeyArgs {
 fs::path tokenizer_path(const PasskeyArgs& args) {
   if (!args.tokenizer.empty()) return args.tokenizer;
   const std::optional<fs::path> found = trainer::source_tokenizer(trainer::resolve_model_source(args.model_dir));
-  LT_CHECK(found.has_value(), "eval passkey: {} holds no tokenizer.model; pass --tokenizer", args.model_dir);
+  LT_CHECK(found.has_value(), "eval passkey: {} holds no tokenizer (tokenizer.model or tokenizer.json); pass --tokenizer", args.model_dir);
   return *found;
 }
 
@@ -95,7 +95,7 @@ void add_eval_passkey_command(CLI::App& eval) {
       "decoding with a KV cache; accuracy per k and k_max (largest k with every k' <= k at >= 20%)");
   cmd->add_option("--model", args->model_dir, "HF model directory, or a training checkpoint (step or run directory)")
       ->required();
-  cmd->add_option("--tokenizer", args->tokenizer, "SentencePiece model (default: the model directory's tokenizer.model)");
+  cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.model, tokenizer.json or a model directory (default: the model's own)");
   cmd->add_option("--rope-scaling", args->rope, "override RoPE scaling: TYPE:FACTOR[:ORIGINAL], e.g. linear:4");
   cmd->add_option("--dtype", args->dtype, "compute dtype: float32|bfloat16")->capture_default_str();
   cmd->add_option("--length", args->options.length, "prompt length L' in tokens incl. BOS (default: the model's window)");

@@ -196,16 +196,11 @@ void validate_model(const Checker& check, const ModelSection& m) {
     check.require(*r.original_max_position_embeddings > 0, p + "original_max_position_embeddings",
                   "must be > 0, got {}", *r.original_max_position_embeddings);
   }
-  const bool needs_original = r.type == model::RopeType::kYarn || r.type == model::RopeType::kLlama3;
-  check.require(!needs_original || r.original_max_position_embeddings.has_value(),
-                p + "original_max_position_embeddings",
-                "is required for type {} (the pretrained window L)", type);
-  if (r.type == model::RopeType::kLlama3) {
-    check.require(r.low_freq_factor.has_value(), p + "low_freq_factor", "is required for type llama3");
-    check.require(r.high_freq_factor.has_value(), p + "high_freq_factor", "is required for type llama3");
+  // original_max_position_embeddings defaults to the source model's pretrained window, and llama3's
+  // frequency band to the one the model carries (model::with_rope_scaling), so neither is required.
+  if (r.low_freq_factor && r.high_freq_factor)
     check.require(*r.high_freq_factor > *r.low_freq_factor, p + "high_freq_factor",
                   "must be > low_freq_factor ({}), got {}", *r.low_freq_factor, *r.high_freq_factor);
-  }
   for (const auto& [key, value] : {std::pair{"attention_factor", r.attention_factor},
                                    {"beta_fast", r.beta_fast}, {"beta_slow", r.beta_slow},
                                    {"mscale", r.mscale}, {"mscale_all_dim", r.mscale_all_dim},

@@ -20,6 +20,7 @@
 #include "common/progress.h"
 #include "data/prepare_parts.h"
 #include "data/prepared_data.h"
+#include "data/prepared_output.h"
 #include "data/text_source.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
@@ -29,18 +30,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kProgressFile = ".progress.json";
 constexpr const char* kPartsDir = ".parts";
-
-// Leftovers of AtomicFile writes killed before their rename.
-void remove_stale_temp_files(const fs::path& dir) {
-  std::error_code error;
-  if (!fs::is_directory(dir, error)) return;
-  std::vector<fs::path> stale;
-  for (const auto& entry : fs::directory_iterator(dir, error))
-    if (entry.path().filename().string().find(".tmp-") != std::string::npos) stale.push_back(entry.path());
-  for (const fs::path& path : stale) fs::remove(path, error);
-}
 
 // The source a skipped entry belongs to: JSONL lines are listed as "file.jsonl:LINE".
 std::string skipped_source_path(const std::string& path) {
@@ -80,20 +70,6 @@ std::vector<Group> group_sources(const SplitSources& split, uint64_t shard_sourc
   return groups;
 }
 
-// The earlier run's records, to skip what it finished: the manifest, else the progress file.
-std::optional<Manifest> previous_state(const fs::path& out) {
-  for (const char* name : {"manifest.json", kProgressFile}) {
-    const fs::path path = out / name;
-    if (!fs::is_regular_file(path)) continue;
-    try {
-      return Manifest::from_json(read_file(path), path.string());
-    } catch (const Error& e) {
-      LT_WARN("{}: unreadable ({}); starting over", path.string(), e.what());
-    }
-  }
-  return std::nullopt;
-}
-
 // Refuses settings that cannot give usable output, before any input is read.
 void check_settings(const PrepareOptions& options, const Tokenizer& tokenizer) {
   LT_CHECK(tokenizer.bos_id() >= 0 && tokenizer.eos_id() >= 0,
@@ -103,35 +79,18 @@ void check_settings(const PrepareOptions& options, const Tokenizer& tokenizer) {
   LT_CHECK(options.shard_source_bytes > 0, "--shard-mb must be positive");
 }
 
-// Creates the output and reads an earlier run's records from it; a different tokenizer is refused
-// before any file there is touched.
-std::optional<Manifest> open_output(const fs::path& out, const PrepareOptions& options,
-                                    const Tokenizer& tokenizer) {
-  fs::create_directories(out);
-  std::optional<Manifest> previous = previous_state(out);
-  if (previous) {
-    LT_CHECK(previous->tokenizer.sha256 == tokenizer.sha256(),
-             "{}: was prepared with tokenizer {} (sha256 {}), but --tokenizer {} has sha256 {}; use "
-             "another --out, or delete {} to start over", out.string(), previous->tokenizer.path,
-             previous->tokenizer.sha256, options.tokenizer.string(), tokenizer.sha256(), out.string());
-  }
-  remove_stale_temp_files(out);
-  return previous;
-}
-
 // The manifest's header from this run's settings; splits this run does not prepare stay as the
 // earlier run left them.
 Manifest start_manifest(const PrepareOptions& options, const InputLayout& layout, const Tokenizer& tokenizer,
-                        TokenWidth width, const std::optional<Manifest>& previous) {
+                        TokenWidth width) {
   Manifest manifest;
   manifest.input = fs::absolute(options.input).lexically_normal().string();
   manifest.input_kind = to_string(layout.kind);
-  manifest.tokenizer = {fs::absolute(options.tokenizer).lexically_normal().string(), tokenizer.sha256(),
+  const fs::path tokenizer_file = fs::absolute(resolve_tokenizer_file(options.tokenizer)).lexically_normal();
+  manifest.tokenizer = {tokenizer_file.string(), tokenizer.sha256(),
                         tokenizer.vocab_size(), tokenizer.bos_id(), tokenizer.eos_id()};
   manifest.token_width = width;
   manifest.max_line_bytes = options.max_line_bytes;
-  if (previous)  // splits not prepared in this run stay as they were
-    for (const auto& [name, split] : previous->splits) manifest.splits[name] = split;
   return manifest;
 }
 
@@ -205,7 +164,7 @@ class SplitPreparer {
       }
       run_.progress.show(split_.name, false);
     }
-    remove_stale_shards();
+    remove_stale_shards(split_dir_, record_);
     summary_.documents = record_.documents;
     summary_.tokens = record_.tokens;
     summary_.shards = record_.shards.size();
@@ -220,13 +179,8 @@ class SplitPreparer {
   bool reuse_shard(size_t g, const Group& group) {
     const std::string shard_file = shard_file_name(g);
     const fs::path shard_path = run_.out / shard_file;
-    const ShardRecord* done = nullptr;
-    if (earlier_)
-      for (const ShardRecord& shard : earlier_->shards)
-        if (shard.file == shard_file && shard.key == group.key) done = &shard;
-    std::error_code error;
-    if (!(done && fs::is_regular_file(shard_path, error) && fs::file_size(shard_path, error) == done->bytes))
-      return false;
+    const ShardRecord* done = reusable_shard(run_.out, earlier_, shard_file, group.key);
+    if (done == nullptr) return false;
     uint64_t group_bytes = 0;
     std::set<std::string> group_paths;
     for (size_t i : group.sources) {
@@ -346,17 +300,7 @@ class SplitPreparer {
   void record_progress() const {
     Manifest progress_state = run_.manifest;
     progress_state.splits[split_.name] = record_;
-    write_file_atomic(run_.out / kProgressFile, progress_state.to_json());
-  }
-
-  // Shards of an earlier, larger input that no longer belong.
-  void remove_stale_shards() const {
-    std::set<std::string> current;
-    for (const ShardRecord& shard : record_.shards) current.insert(fs::path(shard.file).filename().string());
-    std::vector<fs::path> stale;
-    for (const auto& entry : fs::directory_iterator(split_dir_))
-      if (!current.count(entry.path().filename().string())) stale.push_back(entry.path());
-    for (const fs::path& path : stale) fs::remove(path);
+    data::record_progress(run_.out, progress_state);
   }
 
   const RunContext& run_;
@@ -367,18 +311,6 @@ class SplitPreparer {
   const fs::path parts_dir_;
   SplitRecord record_;
 };
-
-// manifest.json, the completeness marker, goes last; then the resume state it replaces is dropped.
-void write_manifest(const fs::path& out, const Manifest& manifest) {
-  // An unchanged manifest is left alone, so a rerun on unchanged input touches no file.
-  const std::string manifest_text = manifest.to_json();
-  std::error_code ignored;
-  if (!fs::is_regular_file(out / "manifest.json", ignored) || read_file(out / "manifest.json") != manifest_text)
-    write_file_atomic(out / "manifest.json", manifest_text);
-  std::error_code error;
-  fs::remove(out / kProgressFile, error);
-  remove_tree(out / kPartsDir);
-}
 
 }  // namespace
 
@@ -392,8 +324,10 @@ PrepareSummary prepare_data(const PrepareOptions& options) {
   const int threads = options.threads > 0 ? options.threads
                                           : std::max(1u, std::thread::hardware_concurrency());
 
-  const std::optional<Manifest> previous = open_output(options.output, options, tokenizer);
-  Manifest manifest = start_manifest(options, layout, tokenizer, width, previous);
+  Manifest manifest = start_manifest(options, layout, tokenizer, width);
+  const std::optional<Manifest> previous = open_prepared_output(options.output, manifest.tokenizer);
+  for (const auto& [name, split] : previous ? previous->splits : std::map<std::string, SplitRecord>{})
+    manifest.splits[name] = split;  // splits not prepared in this run stay as they were
 
   PartMaker parts(options, tokenizer, width, threads);
   ProgressDisplay progress(layout, parts.counters(), start, options.progress);
@@ -410,6 +344,7 @@ PrepareSummary prepare_data(const PrepareOptions& options) {
   progress.finish();
 
   write_manifest(options.output, manifest);
+  remove_tree(options.output / kPartsDir);
   const PrepareCounters& counters = parts.counters();
   summary.bytes_tokenized = counters.bytes_tokenized;
   summary.tokens_tokenized = counters.tokens_tokenized;

@@ -11,6 +11,7 @@
 #include "common/file_io.h"
 #include "common/log.h"
 #include "data/prepare.h"
+#include "data/prepared_output.h"
 #include "data/tokenizer.h"
 
 namespace longtune::data {
@@ -28,13 +29,6 @@ SourceOutcome unreadable() {
 }
 
 }  // namespace
-
-std::string short_hash(const std::string& material) { return sha256_hex(material).substr(0, 32); }
-
-std::string source_material(const SourceFile& source) {
-  return fmt::format("{}\t{}\t{}\t{}\n", source.relative_path, source.bytes, source.mtime_ns,
-                     source.readable ? 1 : 0);
-}
 
 PartMaker::PartMaker(const PrepareOptions& options, const Tokenizer& tokenizer, TokenWidth width, int threads)
     : options_(options), tokenizer_(tokenizer), width_(width), threads_(threads) {}

@@ -23,12 +23,6 @@ namespace longtune::data {
 struct PrepareOptions;
 class Tokenizer;
 
-// The first 32 hex digits of the SHA-256 of `material`: part file names and shard keys.
-std::string short_hash(const std::string& material);
-
-// A source as far as its key goes: path, size, mtime and readability, not its content.
-std::string source_material(const SourceFile& source);
-
 // What became of one source in this run.
 struct SourceOutcome {
   uint64_t documents = 0;

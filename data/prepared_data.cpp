@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/log.h"
 #include "common/json_value.h"
 #include "common/file_io.h"
 
@@ -123,7 +124,7 @@ Manifest Manifest::from_json(const std::string& text, const std::string& source)
 }
 
 Manifest read_manifest(const fs::path& dir) {
-  const fs::path path = dir / "manifest.json";
+  const fs::path path = dir / kManifestFileName;
   LT_CHECK(fs::is_regular_file(path),
            "{}: not a prepared-data directory (no manifest.json); run `longtune prepare-data`, or rerun "
            "it if it was interrupted", dir.string());
@@ -132,10 +133,10 @@ Manifest read_manifest(const fs::path& dir) {
 
 PreparedSplit::PreparedSplit(const fs::path& path, const std::string& split,
                              const std::string& expected_tokenizer_sha256, bool verify_checksums) {
-  if (fs::is_regular_file(path / "manifest.json")) {
+  if (fs::is_regular_file(path / kManifestFileName)) {
     directory_ = path;
     split_ = split.empty() ? "train" : split;
-  } else if (path.has_parent_path() && fs::is_regular_file(path.parent_path() / "manifest.json")) {
+  } else if (path.has_parent_path() && fs::is_regular_file(path.parent_path() / kManifestFileName)) {
     directory_ = path.parent_path();
     split_ = path.filename().string();  // a split folder names its split; `split` is only a default
   } else {
@@ -149,7 +150,10 @@ PreparedSplit::PreparedSplit(const fs::path& path, const std::string& split,
     LT_FAIL("{}: has no split '{}' (it has: {})", directory_.string(), split_, available);
   }
   record_ = found->second;
-  if (!expected_tokenizer_sha256.empty())
+  if (!expected_tokenizer_sha256.empty() && manifest_.tokenizer.sha256.empty())
+    LT_WARN("{}: imported without a tokenizer, so the job's tokenizer cannot be checked against it; "
+            "import-tokens --tokenizer records it", directory_.string());
+  else if (!expected_tokenizer_sha256.empty())
     LT_CHECK(manifest_.tokenizer.sha256 == expected_tokenizer_sha256,
              "{}: prepared with tokenizer {} (sha256 {}), but the job's tokenizer has sha256 {}; "
              "rerun prepare-data with the job's tokenizer", directory_.string(), manifest_.tokenizer.path,

@@ -28,6 +28,7 @@ namespace longtune::data {
 
 inline constexpr const char* kManifestFormat = "longtune.prepared-tokens";
 inline constexpr int kManifestVersion = 1;
+inline constexpr const char* kManifestFileName = "manifest.json";  // written last: the directory is complete
 
 struct TokenizerInfo {
   std::string path;

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "data/line_reader.h"
 
 namespace longtune::data {
 namespace fs = std::filesystem;
@@ -37,21 +37,6 @@ bool is_jsonl_name(const std::string& name) {
   return ends_with(name, ".jsonl") || ends_with(name, ".jsonl.zst");
 }
 
-SourceFile stat_source(const fs::path& path, const fs::path& root, bool jsonl) {
-  SourceFile source;
-  source.path = path;
-  source.relative_path = path.lexically_relative(root).generic_string();
-  source.jsonl = jsonl;
-  struct stat info {};
-  if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode) || ::access(path.c_str(), R_OK) != 0) {
-    source.readable = false;
-    return source;
-  }
-  source.bytes = static_cast<uint64_t>(info.st_size);
-  source.mtime_ns = static_cast<int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
-  return source;
-}
-
 // Every *.txt (or JSONL) entry of a folder, not recursive; anything so named counts, so that a broken
 // link or a folder named x.txt is reported as unreadable rather than silently ignored.
 std::vector<SourceFile> list_folder(const fs::path& folder, const fs::path& root) {
@@ -71,6 +56,21 @@ std::vector<SourceFile> list_folder(const fs::path& folder, const fs::path& root
 }
 
 }  // namespace
+
+SourceFile stat_source(const fs::path& path, const fs::path& root, bool jsonl) {
+  SourceFile source;
+  source.path = path;
+  source.relative_path = path.lexically_relative(root).generic_string();
+  source.jsonl = jsonl;
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode) || ::access(path.c_str(), R_OK) != 0) {
+    source.readable = false;
+    return source;
+  }
+  source.bytes = static_cast<uint64_t>(info.st_size);
+  source.mtime_ns = static_cast<int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
+  return source;
+}
 
 InputLayout discover_inputs(const fs::path& input, const std::vector<std::string>& requested_splits,
                             const std::string& split_name) {
@@ -320,89 +320,6 @@ TextDocument read_text_document(const fs::path& path, uint64_t max_line_bytes) {
   ::close(fd);
   return clean_text(std::move(raw), max_line_bytes);
 }
-
-namespace {
-
-// Line-by-line reading of a plain or zstd-compressed file.
-class LineReader {
- public:
-  explicit LineReader(const fs::path& path) : path_(path), in_(path, std::ios::binary) {
-    LT_CHECK(in_.good(), "{}: cannot open: {}", path.string(), std::strerror(errno));
-    compressed_ = ends_with(path.filename().string(), ".zst");
-    if (compressed_) {
-      stream_ = ZSTD_createDStream();
-      LT_CHECK(stream_ != nullptr, "{}: zstd init failed", path.string());
-      ZSTD_initDStream(stream_);
-      input_buffer_.resize(ZSTD_DStreamInSize());
-      output_buffer_.resize(ZSTD_DStreamOutSize());
-    }
-  }
-  ~LineReader() {
-    if (stream_ != nullptr) ZSTD_freeDStream(stream_);
-  }
-
-  bool next_line(std::string& line) {
-    line.clear();
-    while (true) {
-      const size_t newline = pending_.find('\n', pending_offset_);
-      if (newline != std::string::npos) {
-        line.assign(pending_, pending_offset_, newline - pending_offset_);
-        pending_offset_ = newline + 1;
-        return true;
-      }
-      pending_.erase(0, pending_offset_);
-      pending_offset_ = 0;
-      if (!fill()) {
-        if (pending_.empty()) return false;
-        line = std::move(pending_);
-        pending_.clear();
-        return true;
-      }
-    }
-  }
-
- private:
-  // Appends more decoded bytes to pending_; false at the end of the input.
-  bool fill() {
-    if (!compressed_) {
-      char buffer[1 << 16];
-      in_.read(buffer, sizeof buffer);
-      LT_CHECK(!in_.bad(), "{}: read failed", path_.string());
-      pending_.append(buffer, static_cast<size_t>(in_.gcount()));
-      return in_.gcount() > 0;
-    }
-    while (true) {
-      if (input_.pos == input_.size) {
-        in_.read(input_buffer_.data(), static_cast<std::streamsize>(input_buffer_.size()));
-        LT_CHECK(!in_.bad(), "{}: read failed", path_.string());
-        input_ = {input_buffer_.data(), static_cast<size_t>(in_.gcount()), 0};
-        if (input_.size == 0) {
-          LT_CHECK(last_result_ == 0, "{}: truncated zstd stream", path_.string());
-          return false;
-        }
-      }
-      ZSTD_outBuffer output{output_buffer_.data(), output_buffer_.size(), 0};
-      last_result_ = ZSTD_decompressStream(stream_, &output, &input_);
-      LT_CHECK(!ZSTD_isError(last_result_), "{}: zstd: {}", path_.string(), ZSTD_getErrorName(last_result_));
-      if (output.pos > 0) {
-        pending_.append(output_buffer_.data(), output.pos);
-        return true;
-      }
-    }
-  }
-
-  fs::path path_;
-  std::ifstream in_;
-  bool compressed_ = false;
-  ZSTD_DStream* stream_ = nullptr;
-  std::vector<char> input_buffer_, output_buffer_;
-  ZSTD_inBuffer input_{nullptr, 0, 0};
-  size_t last_result_ = 0;
-  std::string pending_;
-  size_t pending_offset_ = 0;
-};
-
-}  // namespace
 
 void read_jsonl(const fs::path& path,
                 const std::function<void(uint64_t index, std::string text)>& on_document,

@@ -41,6 +41,10 @@ struct InputLayout {
   std::vector<std::string> warnings;  // e.g. a default split that is absent
 };
 
+// The stat of one source file; `readable` false (and sizes 0) when it is missing, not a regular file
+// or not readable. `relative_path` is path relative to `root`.
+SourceFile stat_source(const std::filesystem::path& path, const std::filesystem::path& root, bool jsonl);
+
 // Lays out `input`. For a PG-19 root, `requested_splits` (empty: all of train/validation/test that
 // exist) picks splits; a requested split that is absent is an error. Other inputs form one split
 // named `split_name`. Throws longtune::Error naming the path if `input` is missing or holds no text.

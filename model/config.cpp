@@ -369,8 +369,35 @@ RopeScaling parse_rope_spec(const std::string& spec) {
 
 ModelConfig with_rope_scaling(const ModelConfig& base, RopeScaling scaling) {
   ModelConfig c = base;
-  const int64_t original = scaling.original_max_position_embeddings.value_or(
-      base.rope_scaling.original_max_position_embeddings.value_or(base.max_position_embeddings));
+  const RopeScaling& carried = base.rope_scaling;
+  const bool rescaling = carried.type != RopeType::kDefault && scaling.type != RopeType::kDefault;
+  // Dynamic NTK keeps the pretrained window in max_position_embeddings; the others in their original.
+  const int64_t pretrained = carried.type == RopeType::kDynamic
+                                 ? base.max_position_embeddings
+                                 : carried.original_max_position_embeddings.value_or(base.max_position_embeddings);
+  if (rescaling) {
+    // One rope_scaling describes the model (HF's config holds one), so a new one can only restate the
+    // carried kind with another factor over the same pretrained window: linear:16 on a model already
+    // at linear:4 over 2048 is linear 16 over 2048 (positions m/16), the composition of ×4 and ×4.
+    LT_CHECK(scaling.type == carried.type,
+             "rope scaling {}: the model already carries {} scaling (factor {} over its pretrained window {}); "
+             "one rope_scaling cannot hold both. Use type {} with the total factor over {} (factors are L'/L "
+             "against the pretrained window), or start from a model without scaling",
+             to_string(scaling.type), to_string(carried.type), carried.factor, pretrained, to_string(carried.type),
+             pretrained);
+    LT_CHECK(!scaling.original_max_position_embeddings || *scaling.original_max_position_embeddings == pretrained,
+             "rope scaling {}: original_max_position_embeddings {} differs from the pretrained window {} of the "
+             "model's own {} scaling; leave it unset (factors count from the pretrained window)",
+             to_string(scaling.type), *scaling.original_max_position_embeddings, pretrained, to_string(carried.type));
+    // Shape parameters the new spec leaves unset keep the model's (llama3's frequency band, yarn's betas).
+    for (auto [field, from] : {std::pair{&scaling.low_freq_factor, &carried.low_freq_factor},
+                               {&scaling.high_freq_factor, &carried.high_freq_factor},
+                               {&scaling.beta_fast, &carried.beta_fast}, {&scaling.beta_slow, &carried.beta_slow},
+                               {&scaling.mscale, &carried.mscale}, {&scaling.mscale_all_dim, &carried.mscale_all_dim}})
+      if (!*field) *field = *from;
+    if (!scaling.truncate) scaling.truncate = carried.truncate;
+  }
+  const int64_t original = scaling.original_max_position_embeddings.value_or(pretrained);
   if (scaling.type == RopeType::kDefault) {
     c.rope_scaling = RopeScaling{};
     c.max_position_embeddings = original;

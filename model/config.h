@@ -81,9 +81,13 @@ namespace longtune::model {
 // Parses "TYPE:FACTOR[:ORIGINAL_WINDOW]" (e.g. "linear:4", "yarn:8:2048", "none").
 RopeScaling parse_rope_spec(const std::string& spec);
 
-// `base` re-targeted with `scaling`: the original window defaults to base's max_position_embeddings
-// (or its own original window if it already had one), and for linear/yarn/llama3 the new
-// max_position_embeddings becomes original × factor (what transformers records after PI).
+// `base` re-targeted with `scaling`. The factor is L'/L against the pretrained window L: base's
+// max_position_embeddings, or the original window of the scaling it already carries (also the
+// default of scaling.original_max_position_embeddings). For linear/yarn/llama3 the new
+// max_position_embeddings becomes L × factor (what transformers records after PI). On a model that
+// already carries a scaling only the same type composes (its factor replaced, unset shape
+// parameters kept, positions still counted from L); another type is an error naming both, and
+// "default" removes the scaling (the model as pretrained).
 ModelConfig with_rope_scaling(const ModelConfig& base, RopeScaling scaling);
 
 }  // namespace longtune::model

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/log.h"
 #include "common/file_io.h"
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
@@ -76,8 +77,17 @@ model::ModelConfig job_model_config(const config::ModelSection& section, const M
              "data.tokenizer has {} pieces but the model's vocabulary is {}: they do not belong together",
              tokenizer_vocab, config.vocab_size);
   if (section.rope_theta) config.rope_theta = *section.rope_theta;
-  if (section.rope_scaling.type != model::RopeType::kDefault)
+  if (section.rope_scaling.type != model::RopeType::kDefault) {
     config = model::with_rope_scaling(config, section.rope_scaling);
+    // The factor counts from the model's own window; a factor meant for another model's window
+    // shows up here, before any step is spent on it.
+    const model::RopeScaling& scaling = config.rope_scaling;
+    if (seq_len > 0 && scaling.type != model::RopeType::kDynamic && config.max_position_embeddings != seq_len)
+      LT_WARN("model.rope_scaling: factor {} over the model's pretrained window {} gives a window of {}, but "
+              "data.seq_len is {} (factor {} would match it)", scaling.factor,
+              scaling.original_max_position_embeddings.value_or(0), config.max_position_embeddings, seq_len,
+              static_cast<double>(seq_len) / scaling.original_max_position_embeddings.value_or(seq_len));
+  }
   config.validate();
   return config;
 }

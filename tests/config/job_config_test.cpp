@@ -3,6 +3,7 @@
 // print and compare agree on every key, differing_settings, and that every job file under configs/
 // loads and validates. Fast and CPU-only; no torch tensors involved.
 #include "config/job_config.h"
+#include "model/config.h"
 
 #include <gtest/gtest.h>
 
@@ -156,12 +157,10 @@ TEST(JobConfig, CrossFieldErrors) {
                {"test.yaml:4:13: model.rope_scaling.factor: must be >= 1 for type linear"});
   expect_error("model:\n  rope_scaling:\n    factor: 4\n",
                {"model.rope_scaling.factor: is 4 but type is default"});
-  // A missing key is placed at its section.
-  expect_error("model:\n  rope_scaling:\n    type: yarn\n    factor: 4\n",
-               {"test.yaml:2:3: model.rope_scaling.original_max_position_embeddings: "
-                "is required for type yarn"});
-  expect_error("model:\n  rope_scaling: {type: llama3, factor: 8, original_max_position_embeddings: 8192}\n",
-               {"model.rope_scaling.low_freq_factor: is required for type llama3"});
+  // The pretrained window and llama3's band come from the model when unset (model::with_rope_scaling).
+  EXPECT_NO_THROW(parse("model:\n  rope_scaling:\n    type: yarn\n    factor: 4\n"));
+  expect_error("model:\n  rope_scaling: {type: llama3, factor: 8, low_freq_factor: 4, high_freq_factor: 1}\n",
+               {"model.rope_scaling.high_freq_factor: must be > low_freq_factor (4), got 1"});
   expect_error("model:\n  dtype: bfloat16\n",
                {"test.yaml:2:10: model.dtype: bfloat16 contradicts train.precision fp32"});
   expect_error("model:\n  source: preset:tiyn\n",
@@ -457,7 +456,10 @@ TEST(Configs, PaperSettings) {
   EXPECT_EQ(tiny.data.seq_len, 256);
   EXPECT_EQ(tiny.model.rope_scaling.type, model::RopeType::kLinear);
   EXPECT_EQ(tiny.model.rope_scaling.factor, 2.0);
-  EXPECT_EQ(tiny.model.rope_scaling.original_max_position_embeddings, 128);
+  // The original window is the model's own (preset tiny: 128), not written in the file.
+  EXPECT_FALSE(tiny.model.rope_scaling.original_max_position_embeddings.has_value());
+  EXPECT_EQ(model::with_rope_scaling(model::model_preset("tiny"), tiny.model.rope_scaling).max_position_embeddings,
+            tiny.data.seq_len);
   EXPECT_EQ(tiny.train.steps, 20);
 
   struct Row { const char* name; int64_t window; double factor; int64_t batch; double lr; };
@@ -473,7 +475,11 @@ TEST(Configs, PaperSettings) {
     EXPECT_EQ(c.data.seq_len, row.window);
     EXPECT_EQ(c.model.rope_scaling.type, model::RopeType::kLinear);
     EXPECT_EQ(c.model.rope_scaling.factor, row.factor);
-    EXPECT_EQ(c.model.rope_scaling.original_max_position_embeddings, 2048);
+    EXPECT_FALSE(c.model.rope_scaling.original_max_position_embeddings.has_value());
+    // On the LLaMA-1 model of the file's size (window 2048) the factor reaches exactly seq_len.
+    const std::string size = std::string(row.name).substr(5, std::string(row.name).find('_') - 5);
+    EXPECT_EQ(model::with_rope_scaling(model::model_preset("llama-" + size), c.model.rope_scaling)
+                  .max_position_embeddings, row.window);
     EXPECT_EQ(c.train.global_batch, row.batch);
     EXPECT_DOUBLE_EQ(c.optim.lr, row.lr);
     EXPECT_EQ(c.train.steps, 1000);
