@@ -13,6 +13,7 @@
 #include "common/json_value.h"
 #include "common/log.h"
 #include "data/bpe_tokenizer.h"
+#include "data/sentencepiece_bpe.h"
 #include "data/text_source.h"
 
 namespace longtune::data {
@@ -124,6 +125,7 @@ Tokenizer::Tokenizer(const fs::path& file_or_directory) : path_(resolve_tokenize
     LT_CHECK(status.ok(), "tokenizer {}: not a SentencePiece model: {}", path_.string(), status.ToString());
     bos_id_ = processor_->bos_id();
     eos_id_ = processor_->eos_id();
+    fast_bpe_ = SentencePieceBpe::load(bytes);  // nullptr: the library encodes everything
     return;
   }
   kind_ = TokenizerKind::kByteLevelBpe;
@@ -159,6 +161,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
     for (size_t i = 0; i < spans.size(); ++i) ids[i] = spans[i].id;
     return ids;
   }
+  if (fast_bpe_)
+    if (std::optional<std::vector<int32_t>> ids = fast_bpe_->encode(text)) return std::move(*ids);
   std::vector<int> ids;
   const auto status = processor_->Encode(absl::string_view(text.data(), text.size()), &ids);
   LT_CHECK(status.ok(), "tokenizer {}: encode failed: {}", path_.string(), status.ToString());

@@ -4,6 +4,7 @@
 // without BOS/EOS (readers add those), identify it by the SHA-256 of its file, and name the files
 // that travel with it; plus training a LLaMA-style SentencePiece model for users without one.
 // BOS/EOS of a tokenizer.json come from the tokenizer_config.json (or config.json) beside it.
+// SentencePiece BPE models the fast encoder covers (data/sentencepiece_bpe.h) encode through it.
 // Not a general text-processing API.
 #pragma once
 
@@ -22,6 +23,7 @@ class SentencePieceProcessor;
 namespace longtune::data {
 
 class BpeTokenizer;
+class SentencePieceBpe;
 
 // One token of an encoding and the bytes [begin, end) of the input text it covers.
 struct TokenSpan {
@@ -78,6 +80,7 @@ class Tokenizer {
   int64_t bos_id_ = -1;
   int64_t eos_id_ = -1;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+  std::unique_ptr<SentencePieceBpe> fast_bpe_;  // the library's ids, faster, for the models it covers
   std::unique_ptr<BpeTokenizer> bpe_;
 };
 
