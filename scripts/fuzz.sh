@@ -17,11 +17,11 @@ cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER="$CXX_CLANG" -DLONGTUNE_F
 cmake --build build-fuzz --target fuzz_targets -j "$(nproc)"
 
 declare -A DICT=([safetensors_fuzz]=json [hf_config_fuzz]=json [job_config_fuzz]=yaml [manifest_fuzz]=json
-                 [checkpoint_marker_fuzz]=json)
+                 [checkpoint_marker_fuzz]=json [bpe_tokenizer_fuzz]=json [import_tokens_fuzz]=json)
 TARGETS=("$@")
 if ((${#TARGETS[@]} == 0)); then
   TARGETS=(safetensors_fuzz hf_config_fuzz job_config_fuzz token_shard_fuzz manifest_fuzz tokenizer_fuzz
-           checkpoint_marker_fuzz)
+           bpe_tokenizer_fuzz import_tokens_fuzz checkpoint_marker_fuzz)
 fi
 # LibTorch's and our Debian libraries' own allocations are not ours to chase; leaks in our code are.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"

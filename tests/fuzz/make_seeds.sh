@@ -13,6 +13,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 rm -rf "$C"
 mkdir -p "$C"/{safetensors_fuzz,hf_config_fuzz,job_config_fuzz,token_shard_fuzz,manifest_fuzz,tokenizer_fuzz,checkpoint_marker_fuzz}
+mkdir -p "$C"/{bpe_tokenizer_fuzz,import_tokens_fuzz}
 
 # Job files as users write them.
 for f in configs/*.yaml; do cp "$f" "$C/job_config_fuzz/$(basename "$f")"; done
@@ -53,6 +54,24 @@ cp "$WORK/corpus/train/0.txt" "$WORK/corpus/validation/0.txt"
 "$BIN/longtune" tokenizer train --input "$WORK/corpus" --vocab-size 300 --out "$WORK/tok" >/dev/null
 "$BIN/longtune" prepare-data --input "$WORK/corpus" --tokenizer "$WORK/tok.model" --out "$WORK/tokens" --quiet
 cp "$WORK/tok.model" "$C/tokenizer_fuzz/tok.model"
+# bpe_tokenizer_fuzz: tokenizer.json files HF tokenizers trains (each family's pre-tokenizer chain,
+# small vocabularies), a NUL, then text to encode (see fuzz/bpe_tokenizer_fuzz.cpp).
+"$LONGTUNE_PYTHON" - "$C" "$WORK/corpus" "$WORK/bpe" <<'PY'
+import sys
+from pathlib import Path
+sys.path.insert(0, "tests/reference")
+import bpe_tokenizers
+bpe_tokenizers.VOCAB = 300
+c, corpus, work = sys.argv[1:]
+for kind in bpe_tokenizers.KINDS:
+    folder = bpe_tokenizers.build(kind, corpus, Path(work) / kind)
+    text = "I'm 12345 <|endoftext|> the whale\r\n\t caf\u00e9 \u4e2d\u6587 \U0001f642".encode()
+    Path(f"{c}/bpe_tokenizer_fuzz/{kind}.json").write_bytes((folder / "tokenizer.json").read_bytes() + b"\0" + text)
+PY
+# import_tokens_fuzz: JSONL of ids as other tools write it.
+printf '{"ids": [5, 6, 7]}\n\n{"input_ids": [999, 0], "meta": {"source": "x"}}\n' > "$C/import_tokens_fuzz/docs.jsonl"
+"$LONGTUNE_PYTHON" -c 'import json; print("\n".join(json.dumps({"ids": list(range(i, i + 50))}) for i in range(0, 900, 90)))' \
+  > "$C/import_tokens_fuzz/ranges.jsonl"
 for f in "$WORK"/tokens/train/*.bin; do cp "$f" "$C/token_shard_fuzz/"; done
 # manifest_fuzz: first byte even = manifest, odd = reader state (see fuzz/manifest_fuzz.cpp).
 { printf '\x00'; cat "$WORK/tokens/manifest.json"; } > "$C/manifest_fuzz/manifest.json"
