@@ -52,6 +52,8 @@ TokenizerInfo declared_vocabulary(const ImportOptions& options) {
     return info;
   }
   LT_CHECK(options.vocab_size > 0, "import-tokens: give --tokenizer, or --vocab-size with --bos-id and --eos-id");
+  LT_CHECK(options.vocab_size <= (int64_t{1} << 31), "--vocab-size {}: ids are stored as 32-bit integers (at most "
+           "2^31)", options.vocab_size);
   LT_CHECK(options.bos_id >= 0 && options.bos_id < options.vocab_size && options.eos_id >= 0 &&
                options.eos_id < options.vocab_size,
            "import-tokens: --bos-id ({}) and --eos-id ({}) must be ids of the vocabulary [0, {}); documents are "
@@ -242,8 +244,7 @@ ImportSummary import_tokens(const ImportOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   static_assert(std::endian::native == std::endian::little, "the .bin ids are read as little-endian");
   LT_CHECK(options.shard_source_bytes > 0, "--shard-mb must be positive");
-  LT_CHECK(!options.split_name.empty() && options.split_name.find('/') == std::string::npos,
-           "--split-name \"{}\" is not a folder name", options.split_name);
+  check_split_name(options.split_name);
   const TokenizerInfo vocabulary = declared_vocabulary(options);
   const Sources sources = discover_sources(options);
   const TokenWidth width = token_width_for_vocab(vocabulary.vocab_size);
@@ -284,6 +285,7 @@ ImportSummary import_tokens(const ImportOptions& options) {
   ImportSummary summary;
   summary.sources = sources.files.size();
   SplitRecord record;
+  bool changed_any = false;
   for (size_t g = 0; g < groups.size(); ++g) {
     std::string key_material = settings;
     for (size_t i : groups[g]) key_material += source_material(sources.files[i]);
@@ -296,6 +298,8 @@ ImportSummary import_tokens(const ImportOptions& options) {
       record.shards.push_back(*done);
       ++summary.shards_reused;
     } else {
+      if (!changed_any) retire_manifest(options.output);
+      changed_any = true;
       const fs::path shard_path = options.output / shard_file;
       TokenShardWriter writer(shard_path, width);
       for (size_t i : groups[g]) {

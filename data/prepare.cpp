@@ -77,6 +77,7 @@ void check_settings(const PrepareOptions& options, const Tokenizer& tokenizer) {
            options.tokenizer.string(), tokenizer.bos_id(), tokenizer.eos_id());
   LT_CHECK(options.max_line_bytes > 0, "--max-line-bytes must be positive");
   LT_CHECK(options.shard_source_bytes > 0, "--shard-mb must be positive");
+  check_split_name(options.split_name);
 }
 
 // The manifest's header from this run's settings; splits this run does not prepare stay as the
@@ -157,6 +158,7 @@ class SplitPreparer {
     const std::vector<Group> groups = group_sources(split_, run_.options.shard_source_bytes, run_.settings);
     for (size_t g = 0; g < groups.size(); ++g) {
       if (!reuse_shard(g, groups[g])) {
+        retire_manifest(run_.out);
         const std::vector<fs::path> parts = part_paths(groups[g]);
         std::vector<SourceOutcome> outcomes = tokenize_sources(groups[g], parts);
         write_shard(g, groups[g], outcomes, parts);

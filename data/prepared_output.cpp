@@ -1,5 +1,7 @@
 #include "data/prepared_output.h"
 
+#include <algorithm>
+#include <cctype>
 #include <set>
 #include <vector>
 
@@ -33,7 +35,7 @@ void remove_stale_temp_files(const fs::path& dir) {
 std::optional<Manifest> open_prepared_output(const fs::path& out, const TokenizerInfo& vocabulary) {
   fs::create_directories(out);
   std::optional<Manifest> previous;
-  for (const char* name : {kManifestFileName, kProgressFile}) {
+  for (const char* name : {kProgressFile, kManifestFileName}) {
     const fs::path path = out / name;
     if (!fs::is_regular_file(path)) continue;
     try {
@@ -59,6 +61,20 @@ std::optional<Manifest> open_prepared_output(const fs::path& out, const Tokenize
   }
   remove_stale_temp_files(out);
   return previous;
+}
+
+void check_split_name(const std::string& name) {
+  const bool allowed = !name.empty() && name.front() != '.' &&
+                       std::all_of(name.begin(), name.end(), [](char c) {
+                         return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+                       });
+  LT_CHECK(allowed, "split name \"{}\": use letters, digits, '_', '-' and '.' (not first)", name);
+}
+
+void retire_manifest(const fs::path& out) {
+  std::error_code error;
+  fs::remove(out / kManifestFileName, error);
+  LT_CHECK(!error, "{}: cannot remove: {}", (out / kManifestFileName).string(), error.message());
 }
 
 const ShardRecord* reusable_shard(const fs::path& out, const SplitRecord* earlier, const std::string& file,

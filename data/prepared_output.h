@@ -20,11 +20,20 @@ std::string short_hash(const std::string& material);
 // A source as far as a key goes: path, size, mtime and readability, not its content.
 std::string source_material(const SourceFile& source);
 
-// Creates `out` and returns the records of an earlier run there (manifest.json, else .progress.json;
-// an unreadable one is warned about and ignored). A run whose vocabulary differs (another tokenizer
+// Creates `out` and returns the records of an earlier run there (.progress.json, the newer if both
+// exist, else manifest.json; an unreadable one is warned about and ignored). A run whose vocabulary differs (another tokenizer
 // sha256, or another vocab_size / BOS / EOS) is refused, naming `out`, before anything there is
 // touched; leftovers of killed atomic writes are removed.
 std::optional<Manifest> open_prepared_output(const std::filesystem::path& out, const TokenizerInfo& vocabulary);
+
+// Throws longtune::Error unless `name` can be a split's folder: letters, digits, '_', '-' and '.',
+// not starting with '.' (so never "." or "..", which would put shards outside the directory).
+void check_split_name(const std::string& name);
+
+// Before the first shard a run changes: manifest.json goes (the run's records live in memory and
+// in .progress.json after each shard), so a run killed from here on leaves no manifest that claims
+// shards it has rewritten.
+void retire_manifest(const std::filesystem::path& out);
 
 // Removes leftovers of AtomicFile writes killed before their rename in `dir`.
 void remove_stale_temp_files(const std::filesystem::path& dir);

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <queue>
@@ -120,8 +121,14 @@ std::unique_ptr<SentencePieceBpe> SentencePieceBpe::load(std::string_view model)
         else if (field == 2 && wire == 5) {
           const uint32_t bits = piece_reader.fixed32();
           std::memcpy(&piece.score, &bits, sizeof bits);
-        } else if (field == 3 && wire == 0) piece.type = static_cast<PieceType>(piece_reader.varint());
-        else piece_reader.skip(wire);
+        } else if (field == 3 && wire == 0) {
+          const uint64_t type = piece_reader.varint();
+          if (type < 1 || type > 6) return nullptr;  // an enum value protobuf would not take as a type
+          piece.type = static_cast<PieceType>(type);
+        } else {
+          if (field == 0) return nullptr;
+          piece_reader.skip(wire);
+        }
       }
       if (piece_reader.failed()) return nullptr;
       bpe->pieces_.push_back(std::move(piece));
@@ -136,9 +143,19 @@ std::unique_ptr<SentencePieceBpe> SentencePieceBpe::load(std::string_view model)
         else if (!trainer && field == 3 && wire == 0) bpe->add_dummy_prefix_ = spec.varint() != 0;
         else if (!trainer && field == 4 && wire == 0) bpe->remove_extra_whitespaces_ = spec.varint() != 0;
         else if (!trainer && field == 5 && wire == 0) bpe->escape_whitespaces_ = spec.varint() != 0;
+        else if (field == 0) return nullptr;
         else spec.skip(wire);
       }
       if (spec.failed()) return nullptr;
+    } else if (field == 5 && wire == 2) {  // denormalizer: one with a charsmap the library builds (and may refuse)
+      WireReader spec(reader.bytes());
+      while (spec.next(field, wire)) {
+        if (field == 0 || (field == 2 && wire == 2 && !spec.bytes().empty())) return nullptr;
+        if (!(field == 2 && wire == 2)) spec.skip(wire);
+      }
+      if (spec.failed()) return nullptr;
+    } else if (field == 0) {
+      return nullptr;
     } else {
       reader.skip(wire);
     }
@@ -147,6 +164,8 @@ std::unique_ptr<SentencePieceBpe> SentencePieceBpe::load(std::string_view model)
     return nullptr;
 
   bpe->byte_ids_.assign(256, -1);
+  uint64_t split_work = 0;  // bytes hashed to build the merge table
+  bool negative_zero = false, positive_zero = false;
   for (size_t i = 0; i < bpe->pieces_.size(); ++i) {
     const Piece& piece = bpe->pieces_[i];
     const auto type = static_cast<int>(piece.type);
@@ -154,6 +173,13 @@ std::unique_ptr<SentencePieceBpe> SentencePieceBpe::load(std::string_view model)
     if (piece.text.empty() || piece.text.size() >= 8000 || piece.text.find('\0') != std::string::npos ||
         type < 1 || type > 6 || piece.type == PieceType::kUserDefined)
       return nullptr;
+    // 0.2.3 orders scores by bit pattern, which float comparison matches except for NaN and for
+    // -0.0 against +0.0 (trained BPE models give the first merge -0.0 and no mergeable piece +0.0).
+    if (bpe->mergeable(static_cast<int32_t>(i))) {
+      if (std::isnan(piece.score)) return nullptr;
+      if (piece.score == 0) (std::signbit(piece.score) ? negative_zero : positive_zero) = true;
+    }
+    split_work += piece.text.size() * piece.text.size();
     if (!bpe->ids_.emplace(piece.text, static_cast<int32_t>(i)).second) return nullptr;
     if (piece.type == PieceType::kUnknown) {
       if (bpe->unk_id_ >= 0) return nullptr;
@@ -168,7 +194,8 @@ std::unique_ptr<SentencePieceBpe> SentencePieceBpe::load(std::string_view model)
       bpe->byte_ids_[value] = static_cast<int32_t>(i);
     }
   }
-  if (bpe->unk_id_ < 0) return nullptr;
+  // Real vocabularies need a few MB of hashing; a file of thousands of 8 kB pieces is left to the library.
+  if (bpe->unk_id_ < 0 || split_work > (uint64_t{1} << 30) || (negative_zero && positive_zero)) return nullptr;
   if (bpe->byte_fallback_)
     for (int32_t id : bpe->byte_ids_)
       if (id < 0) return nullptr;
@@ -217,7 +244,7 @@ int32_t SentencePieceBpe::piece_id(std::string_view text) const {
 
 void SentencePieceBpe::resegment(std::string_view piece, int32_t id, const SplitMap& splits,
                                  std::vector<std::pair<int32_t, std::string_view>>& out, int depth) const {
-  if (depth > kMaxResegmentDepth) return out.emplace_back(id, piece), void();
+  if (depth > kMaxResegmentDepth) return out.emplace_back(id < 0 ? unk_id_ : id, piece), void();
   if (id < 0 || !mergeable(id)) return out.emplace_back(unk_id_, piece), void();
   if (pieces_[id].type != PieceType::kUnused) return out.emplace_back(id, piece), void();
   const auto split = splits.find(piece);

@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "common/file_io.h"
 #include "data/line_reader.h"
 #include "data/prepared_data.h"
 #include "tests/test_support.h"
@@ -98,6 +99,36 @@ TEST(ImportTokens, ADifferentVocabularyIsRefusedOnRerun) {
   other.vocab_size = 2000;
   testing::expect_error([&] { import_tokens(other); },
                         {"was prepared for vocab_size 1000", "declares vocab_size 2000"});
+}
+
+TEST(ImportTokens, AFailedRerunLeavesNoManifestClaimingRewrittenShards) {
+  TempDir dir;
+  dir.write("a/1.jsonl", "{\"ids\": [1, 2]}\n");
+  dir.write("a/2.jsonl", "{\"ids\": [3]}\n");
+  dir.write("b/1.jsonl", "{\"ids\": [7, 7, 7]}\n");
+  dir.write("b/2.jsonl", "{\"ids\": [5000]}\n");  // fails after b's first shard is written
+  ImportOptions a = options_for(dir, {dir.path() / "a"}), b = options_for(dir, {dir.path() / "b"});
+  a.shard_source_bytes = b.shard_source_bytes = 1;  // a shard per file
+  import_tokens(a);
+  const std::string clean_manifest = read_file(dir.path() / "out" / kManifestFileName);
+  testing::expect_error([&] { import_tokens(b); }, {"2.jsonl:1: id 5000"});
+  EXPECT_FALSE(fs::exists(dir.path() / "out" / kManifestFileName));
+  import_tokens(a);
+  EXPECT_EQ(read_file(dir.path() / "out" / kManifestFileName), clean_manifest);
+  EXPECT_EQ(read_back(dir.path() / "out"), (std::vector<std::vector<int64_t>>{{1, 2}, {3}}));
+}
+
+TEST(ImportTokens, SplitNamesAndVocabularySizesThatCannotWork) {
+  TempDir dir;
+  dir.write("docs.jsonl", "{\"ids\": [1]}\n");
+  for (const char* name : {"..", ".", "", "a/b", ".hidden"}) {
+    ImportOptions options = options_for(dir, {dir.path() / "docs.jsonl"});
+    options.split_name = name;
+    testing::expect_error([&] { import_tokens(options); }, {"split name"});
+  }
+  ImportOptions huge = options_for(dir, {dir.path() / "docs.jsonl"});
+  huge.vocab_size = int64_t{5} << 30;
+  testing::expect_error([&] { import_tokens(huge); }, {"32-bit"});
 }
 
 TEST(LineReader, TruncatedZstdIsANamedError) {
