@@ -121,7 +121,12 @@ Tokenizer::Tokenizer(const fs::path& file_or_directory) : path_(resolve_tokenize
   const bool json = is_tokenizer_json(path_, bytes);
   if (!json) {
     processor_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    const auto status = processor_->LoadFromSerializedProto(bytes);
+    sentencepiece::util::Status status;
+    try {
+      status = processor_->LoadFromSerializedProto(bytes);
+    } catch (const std::exception& e) {  // the library's trie builder throws on some malformed models
+      LT_FAIL("tokenizer {}: not a SentencePiece model: {}", path_.string(), e.what());
+    }
     LT_CHECK(status.ok(), "tokenizer {}: not a SentencePiece model: {}", path_.string(), status.ToString());
     bos_id_ = processor_->bos_id();
     eos_id_ = processor_->eos_id();
