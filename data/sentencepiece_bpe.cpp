@@ -267,6 +267,7 @@ void SentencePieceBpe::merge(std::string_view all, const std::vector<uint32_t>& 
     float score;
     int32_t left, right;
     uint32_t size;
+    int32_t piece;  // what the pair merges into
   };
   // Highest score first; among equal scores the leftmost.
   const auto lower = [](const Candidate& a, const Candidate& b) {
@@ -288,7 +289,7 @@ void SentencePieceBpe::merge(std::string_view all, const std::vector<uint32_t>& 
       if (merged >= 0 && !mergeable(merged)) merged = -1;
     }
     if (merged < 0) return;
-    agenda.push({pieces_[merged].score, left, right, a.size + b.size});
+    agenda.push({pieces_[merged].score, left, right, a.size + b.size, merged});
     if (has_unused_ && pieces_[merged].type == PieceType::kUnused)
       splits[all.substr(a.begin, a.size + b.size)] = {all.substr(a.begin, a.size), all.substr(b.begin, b.size)};
   };
@@ -299,9 +300,7 @@ void SentencePieceBpe::merge(std::string_view all, const std::vector<uint32_t>& 
     Symbol& left = symbols[top.left];
     Symbol& right = symbols[top.right];
     if (left.size == 0 || right.size == 0 || left.size + right.size != top.size) continue;  // stale
-    const auto merged = pair_to_piece_.find(pair_key(left.id, right.id));
-    left.id = left.id >= 0 && right.id >= 0 && merged != pair_to_piece_.end()
-                  ? merged->second : piece_id(all.substr(left.begin, top.size));
+    left.id = top.piece;  // not stale: the same two symbols, so the same merged piece
     left.size = top.size;
     left.next = right.next;
     if (right.next >= 0) symbols[right.next].prev = top.left;

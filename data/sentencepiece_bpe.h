@@ -64,7 +64,7 @@ class SentencePieceBpe {
   std::vector<Piece> pieces_;
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> ids_;
   std::unordered_map<uint64_t, int32_t> pair_to_piece_;  // (left id << 32 | right id) -> mergeable piece
-  std::vector<int32_t> byte_ids_;                        // byte -> <0xXX> piece id (-1: none)
+  std::vector<int32_t> byte_ids_;                        // byte -> id of its <0xXX> piece (all 256 with byte fallback)
   int32_t unk_id_ = -1;
   bool byte_fallback_ = false;
   bool add_dummy_prefix_ = true;
@@ -75,7 +75,7 @@ class SentencePieceBpe {
   // crosses the start of a word (its leading space symbols), and words are merged one by one.
   bool words_independent_ = false;
   std::string space_;                  // the normalized space: U+2581, or " " without escaping
-  std::array<int32_t, 128> ascii_ids_;  // single ASCII characters' pieces (-1: none)
+  std::array<int32_t, 128> ascii_ids_;  // single ASCII characters' piece ids, -1 where the vocabulary has none
   int32_t space_id_ = -1;
 };
 
