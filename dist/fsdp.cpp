@@ -11,6 +11,7 @@
 #include <map>
 
 #include "common/check.h"
+#include "model/layers.h"
 
 namespace longtune::dist {
 
@@ -69,36 +70,40 @@ ShardedParameters::ShardedParameters(model::LlamaImpl& model, MixedPrecision pre
       reduce_dtype_(at::kFloat),  // gradients are summed over ranks in fp32, whatever the compute dtype
       layout_(flat_units(model)) {
   torch::NoGradGuard no_grad;
+  // Only names, shapes and dtypes of the model's parameters are used: their values (if they have
+  // any; a hollow model has none) are dropped, and load_weights / load_masters fills the masters.
   std::map<std::string, at::Tensor> by_name;
   for (const auto& item : model.named_parameters()) {
     LT_CHECK(item.value().scalar_type() == compute_dtype_, "parameter {} is {}, but the precision policy computes in {}",
              item.key(), c10::toString(item.value().scalar_type()), c10::toString(compute_dtype_));
     by_name.emplace(item.key(), item.value());
   }
-  const int rank = mode == ShardingStrategy::kNoShard ? 0 : group.rank();
   for (size_t u = 0; u < layout_.size(); ++u) {
     const FlatUnit& flat = layout_[u];
     auto unit = std::make_unique<Unit>();
     unit->index = static_cast<int64_t>(u);
     unit->shard = flat.shard_numel(world_);
     unit->padded = unit->shard * world_;
-    unit->full = at::zeros({unit->padded}, at::TensorOptions().dtype(compute_dtype_).device(device));  // (padded,)
+    // (padded,) in the compute dtype, without memory until gathered.
+    unit->full = model::hollow_tensor({unit->padded}, at::TensorOptions().dtype(compute_dtype_).device(device));
     unit->full_bytes = unit->padded * unit->full.element_size();
+    // Views are cut while the buffer has (untouched) memory: narrow checks the storage's bounds.
+    allocate_storage(unit->full, static_cast<size_t>(unit->full_bytes));
     for (const FlatParam& p : flat.params) {
       at::Tensor param = by_name.at(p.name);
-      unit->full.narrow(0, p.offset, p.numel).copy_(param.reshape({-1}));
       param.set_data(unit->full.narrow(0, p.offset, p.numel).view(p.shape));
       unit->params.push_back(param);
       const int64_t index = unit->index;
       torch::autograd::impl::set_post_acc_grad_hooks(
           param, std::make_unique<GradientReadyHook>([this, index] { on_gradient_ready(index); }));
     }
-    unit->master = unit->full.narrow(0, rank * unit->shard, unit->shard).to(master_dtype_).clone();
+    unit->master = at::zeros({unit->shard}, at::TensorOptions().dtype(master_dtype_).device(device));
     unit->master.requires_grad_(true);
     master_.emplace_back(flat.name, unit->master);
     if (sharded()) {
       release_storage(unit->full);
     } else {
+      // No-shard keeps every unit gathered; load_masters fills it.
       unit->gathered = true;
       gathered_bytes_ += unit->full_bytes;
     }
@@ -180,8 +185,9 @@ void ShardedParameters::on_gradient_ready(int64_t index) {
   Unit& unit = *units_[index];
   if (++unit.grads_ready < static_cast<int64_t>(unit.params.size())) return;
   unit.grads_ready = 0;
-  reduce_gradients(unit);
+  // The gathered weights are done with before the reduction allocates its fp32 buffer.
   if (!(tied_ && index == static_cast<int64_t>(units_.size()) - 1)) release(unit);
+  reduce_gradients(unit);
 }
 
 void ShardedParameters::reduce_gradients(Unit& unit) {

@@ -43,10 +43,10 @@ struct ShardedMemory {
 
 class ShardedParameters final : public TrainingParameters, private model::UnitHooks {
  public:
-  // `model` must be in its compute dtype and hold the same values on every rank (the trainer builds
-  // it from the same seed or checkpoint): each rank keeps its own shard of them. The model may
-  // still be on the host: its parameters move to `device` one unit at a time (then live there as
-  // views of the unit buffers), so the device never holds more than the shards and one unit.
+  // `model`'s parameters must be in the compute dtype; their values are not read, so the model is
+  // best built hollow (model::ParameterInit::kHollow: no memory at all). They become views of the
+  // unit buffers on `device`, and the masters start at zero: fill them with dist::load_weights
+  // (each rank reads only its shard) or load_masters (a checkpoint) before the first step.
   // `prefetch` overlaps the next unit's all-gather with the current unit's compute.
   ShardedParameters(model::LlamaImpl& model, MixedPrecision precision, ShardingStrategy mode, ProcessGroup& group,
                     const c10::Device& device, bool prefetch);

@@ -4,6 +4,8 @@
 #include <fmt/ranges.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
+
 #include "common/check.h"
 
 namespace longtune::dist {
@@ -17,7 +19,7 @@ LocalParameters::LocalParameters(model::LlamaImpl& model, MixedPrecision precisi
     model_params_.emplace_back(item.key(), param);
     if (separate_master_) {
       // Master copies the optimizer updates; the model is refreshed from them every step.
-      master_.emplace_back(item.key(), param.detach().to(precision.master_dtype).clone());
+      master_.emplace_back(item.key(), param.detach().to(precision.master_dtype, /*non_blocking=*/false, /*copy=*/true));
     } else {
       master_.emplace_back(item.key(), param);
     }
@@ -56,6 +58,29 @@ void LocalParameters::load_masters(const std::function<at::Tensor(size_t index)>
     const_cast<at::Tensor&>(master).copy_(value);
   }
   finish_step();
+}
+
+void load_weights(TrainingParameters& parameters, const model::WeightSource& source) {
+  const MasterPlacement where = parameters.placement();
+  const std::vector<std::pair<std::string, at::Tensor>>& masters = parameters.master();
+  parameters.load_masters([&](size_t i) {
+    const at::Tensor& master = masters[i].second;
+    at::Tensor value = at::empty(master.sizes(), at::TensorOptions().dtype(master.scalar_type()));
+    if (!where.unit_shards) {
+      source.read(masters[i].first, 0, value.numel(), value.view({-1}));
+      return value;
+    }
+    // This rank's piece [begin, end) of unit i's flat vector, from each parameter it overlaps;
+    // zeros past the unit's end.
+    const FlatUnit& unit = parameters.layout()[i];
+    const int64_t begin = unit.shard_begin(where.shard, where.shards), end = unit.shard_end(where.shard, where.shards);
+    value.narrow(0, end - begin, value.numel() - (end - begin)).zero_();
+    for (const FlatParam& p : unit.params) {
+      const int64_t lo = std::max(begin, p.offset), hi = std::min(end, p.offset + p.numel);
+      if (lo < hi) source.read(p.name, lo - p.offset, hi - p.offset, value.narrow(0, lo - begin, hi - lo));
+    }
+    return value;
+  });
 }
 
 }  // namespace longtune::dist

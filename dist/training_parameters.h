@@ -17,6 +17,7 @@
 
 #include "dist/flat_layout.h"
 #include "model/llama.h"
+#include "model/weight_source.h"
 
 namespace longtune::dist {
 
@@ -66,9 +67,15 @@ class TrainingParameters {
   virtual void load_masters(const std::function<at::Tensor(size_t index)>& value) = 0;
 };
 
+// Fills every master from `source` (this rank's range of each unit when sharded, each whole
+// parameter otherwise), converting from the source's dtype straight into the master dtype, and
+// refreshes the model's parameters. Holds one unit's shard (or one parameter) at a time.
+void load_weights(TrainingParameters& parameters, const model::WeightSource& source);
+
 class LocalParameters final : public TrainingParameters {
  public:
-  // `model` must already be in precision.param_dtype.
+  // `model` must already be in precision.param_dtype, with storage (kRandom or kEmpty). Separate
+  // masters start as copies of the model's values; load_weights or load_masters replaces them.
   LocalParameters(model::LlamaImpl& model, MixedPrecision precision);
 
   const std::vector<std::pair<std::string, at::Tensor>>& master() const override { return master_; }

@@ -85,9 +85,11 @@ PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& t
       trial.prompt_tokens = static_cast<int64_t>(prompt.ids.size());
       previous = prompt;
       trial.generated = greedy_decode(model, prompt.ids, options.max_new_tokens, tokenizer.eos_id()).tokens;
+      // A model's vocabulary may be padded past the tokenizer's: such an id has no text (as HF's
+      // fast tokenizers decode it), so it only makes the answer wrong.
       std::vector<int32_t> text_ids;
       for (int64_t id : trial.generated)
-        if (id != tokenizer.eos_id()) text_ids.push_back(static_cast<int32_t>(id));
+        if (id != tokenizer.eos_id() && id < tokenizer.vocab_size()) text_ids.push_back(static_cast<int32_t>(id));
       trial.output = tokenizer.decode(text_ids);
       const std::optional<int64_t> answer = parse_passkey_answer(trial.output);
       trial.success = answer.has_value() && *answer == trial.key;

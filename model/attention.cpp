@@ -8,18 +8,12 @@
 
 namespace longtune::model {
 
-namespace {
-torch::nn::Linear linear(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-}
-}  // namespace
-
-AttentionImpl::AttentionImpl(const ModelConfig& c)
+AttentionImpl::AttentionImpl(const ModelConfig& c, const ParameterOptions& options)
     : n_heads_(c.num_attention_heads), n_kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim) {
-  q_proj = register_module("q_proj", linear(c.hidden_size, n_heads_ * head_dim_));
-  k_proj = register_module("k_proj", linear(c.hidden_size, n_kv_heads_ * head_dim_));
-  v_proj = register_module("v_proj", linear(c.hidden_size, n_kv_heads_ * head_dim_));
-  o_proj = register_module("o_proj", linear(n_heads_ * head_dim_, c.hidden_size));
+  q_proj = register_module("q_proj", Linear(c.hidden_size, n_heads_ * head_dim_, options));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, n_kv_heads_ * head_dim_, options));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, n_kv_heads_ * head_dim_, options));
+  o_proj = register_module("o_proj", Linear(n_heads_ * head_dim_, c.hidden_size, options));
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,

@@ -4,10 +4,10 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include "model/config.h"
+#include "model/layers.h"
 
 namespace longtune::model {
 
@@ -19,13 +19,13 @@ struct LayerKVCache {
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  explicit AttentionImpl(const ModelConfig& config);
+  AttentionImpl(const ModelConfig& config, const ParameterOptions& options);
   // x (B, T, d); cos/sin (T, head_dim) for the positions of x. With a cache, x's positions follow
   // the cached ones and the cache is extended. Returns (B, T, d).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      LayerKVCache* cache = nullptr);
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   int64_t n_heads_, n_kv_heads_, head_dim_;

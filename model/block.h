@@ -13,7 +13,7 @@ namespace longtune::model {
 
 class BlockImpl : public torch::nn::Module {
  public:
-  explicit BlockImpl(const ModelConfig& config);
+  BlockImpl(const ModelConfig& config, const ParameterOptions& options);
   // x (B, T, d) -> (B, T, d)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      LayerKVCache* cache = nullptr);

@@ -4,16 +4,10 @@
 
 namespace longtune::model {
 
-namespace {
-torch::nn::Linear linear(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-}
-}  // namespace
-
-FeedForwardImpl::FeedForwardImpl(const ModelConfig& c) {
-  gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size));
-  up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size));
-  down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size));
+FeedForwardImpl::FeedForwardImpl(const ModelConfig& c, const ParameterOptions& options) {
+  gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, options));
+  up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, options));
+  down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, options));
 }
 
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {

@@ -92,59 +92,66 @@ void fsync_path(const fs::path& path) {
 
 }  // namespace
 
-void load_hf_weights(LlamaImpl& model, const std::string& dir_str) {
+namespace detail {
+// name -> the open file holding it, for every parameter of the model.
+struct HfFiles {
+  std::map<std::string, std::shared_ptr<SafetensorsFile>> by_tensor;
+};
+}  // namespace detail
+
+HfWeights::HfWeights(const std::string& dir_str, const ModelConfig& config)
+    : dir_(dir_str), files_(std::make_unique<detail::HfFiles>()) {
   const fs::path dir(dir_str);
   const auto files = weight_files(dir);
-  auto params = model.named_parameters(/*recurse=*/true);
+  // The names and shapes of the model, without memory.
+  Llama shapes(config, ParameterOptions{ParameterInit::kHollow});
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (const auto& p : shapes->named_parameters()) expected.emplace(p.key(), p.value().sizes().vec());
 
-  std::map<std::string, std::unique_ptr<SafetensorsFile>> open_files;
-  auto file_for = [&](const std::string& path) -> SafetensorsFile& {
+  std::map<std::string, std::shared_ptr<SafetensorsFile>> open_files;
+  auto file_for = [&](const std::string& path) {
     auto& slot = open_files[path];
     if (!slot) {
       LT_CHECK(fs::exists(path), "weight file '{}' (listed in the index of '{}') does not exist", path, dir_str);
-      slot = std::make_unique<SafetensorsFile>(path);
+      slot = std::make_shared<SafetensorsFile>(path);
     }
-    return *slot;
+    return slot;
   };
-
-  std::set<std::string> expected;
-  for (const auto& p : params) expected.insert(p.key());
   for (const auto& [name, path] : files) {
     if (expected.count(name) || is_ignored_tensor(name)) continue;
-    if (name == "lm_head.weight" && model.config().tie_word_embeddings) {
+    if (name == "lm_head.weight" && config.tie_word_embeddings) {
       LT_WARN("{}: ignoring lm_head.weight because tie_word_embeddings is true", path);
       continue;
     }
     LT_FAIL("{}: unexpected tensor '{}' for this config (a different architecture or a wrong config.json?)", path,
             name);
   }
-
-  torch::NoGradGuard no_grad;
-  for (auto& p : params) {
-    const std::string& name = p.key();
+  for (const auto& [name, shape] : expected) {
     auto it = files.find(name);
     LT_CHECK(it != files.end(), "{}: tensor '{}' is missing from the checkpoint", dir_str, name);
-    SafetensorsFile& file = file_for(it->second);
-    LT_CHECK(file.contains(name), "{}: tensor '{}' is listed in the index but not in the file", it->second, name);
-    const TensorInfo& info = file.info(name);
-    at::Tensor& param = p.value();
-    LT_CHECK(at::IntArrayRef(info.shape) == param.sizes(), "{}: tensor '{}' has shape {} but the config expects {}",
-             it->second, name, fmt::join(info.shape, "x"), fmt::join(param.sizes(), "x"));
+    std::shared_ptr<SafetensorsFile> file = file_for(it->second);
+    LT_CHECK(file->contains(name), "{}: tensor '{}' is listed in the index but not in the file", it->second, name);
+    const TensorInfo& info = file->info(name);
+    LT_CHECK(info.shape == shape, "{}: tensor '{}' has shape {} but the config expects {}", it->second, name,
+             fmt::join(info.shape, "x"), fmt::join(shape, "x"));
     LT_CHECK(at::isFloatingType(info.dtype), "{}: tensor '{}' has non-float dtype {}", it->second, name,
              c10::toString(info.dtype));
-    param.copy_(file.tensor(name));
+    files_->by_tensor.emplace(name, std::move(file));
   }
 }
 
-Llama load_hf_model(const std::string& dir, const ModelConfig& config, at::ScalarType dtype) {
-  Llama model(config);
-  model->to(dtype);
-  load_hf_weights(*model, dir);
-  return model;
-}
+HfWeights::~HfWeights() = default;
 
-Llama load_hf_model(const std::string& dir, at::ScalarType dtype) {
-  return load_hf_model(dir, load_hf_model_config(dir), dtype);
+void HfWeights::read(const std::string& name, int64_t begin, int64_t end, const at::Tensor& out) const {
+  const auto it = files_->by_tensor.find(name);
+  LT_CHECK(it != files_->by_tensor.end(), "{}: the model has no tensor '{}'", dir_, name);
+  // A view of the mapping: only the pages of [begin, end) are read.
+  const at::Tensor flat = it->second->tensor(name).view({-1});
+  LT_CHECK(begin >= 0 && begin <= end && end <= flat.numel() && out.numel() == end - begin,
+           "{}: range [{}, {}) of tensor '{}' ({} elements) into {} elements", it->second->path(), begin, end, name,
+           flat.numel(), out.numel());
+  torch::NoGradGuard no_grad;
+  const_cast<at::Tensor&>(out).copy_(flat.narrow(0, begin, end - begin));
 }
 
 namespace {

@@ -1,12 +1,13 @@
 // HF checkpoint directories: config.json + model.safetensors, or sharded model-*.safetensors with
 // model.safetensors.index.json. Loading checks every tensor against the config (names, shapes) and
-// names the file and tensor on any mismatch; saving writes a directory transformers 4.x and 5.x load.
+// names the file and tensor on any mismatch (HfWeights); saving writes a directory transformers 4.x and 5.x load.
 // Not here: tokenizer files (copied by the caller), our training checkpoints (trainer/).
 #pragma once
 
 #include <c10/core/ScalarType.h>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -14,19 +15,32 @@
 
 #include "model/config.h"
 #include "model/llama.h"
+#include "model/weight_source.h"
 
 namespace longtune::model {
 
 // Reads `dir`/config.json.
 ModelConfig load_hf_model_config(const std::string& dir);
 
-// Builds a model from `config` and fills it from the safetensors in `dir`, converting to `dtype`.
-Llama load_hf_model(const std::string& dir, const ModelConfig& config, at::ScalarType dtype = at::kFloat);
-// Same, with the config read from `dir`/config.json.
-Llama load_hf_model(const std::string& dir, at::ScalarType dtype = at::kFloat);
+namespace detail {
+struct HfFiles;
+}
 
-// Copies the weights of `dir` into an existing model (names and shapes must match exactly).
-void load_hf_weights(LlamaImpl& model, const std::string& dir);
+// The weights of an HF directory as a WeightSource. Opening checks every tensor against `config`
+// (each parameter of that model present, in its shape and a floating dtype; nothing unexpected
+// besides RoPE's old inv_freq buffers and a tied model's lm_head) and names the file and tensor on
+// any mismatch. Reads come from the memory-mapped files, converted from their dtype (fp16, bf16,
+// fp32) into the destination's, touching only the bytes of the range read.
+class HfWeights final : public WeightSource {
+ public:
+  HfWeights(const std::string& dir, const ModelConfig& config);
+  ~HfWeights() override;
+  void read(const std::string& name, int64_t begin, int64_t end, const at::Tensor& out) const override;
+
+ private:
+  std::string dir_;
+  std::unique_ptr<detail::HfFiles> files_;
+};
 
 struct HfSaveOptions {
   at::ScalarType dtype = at::kFloat;       // storage dtype of the written tensors

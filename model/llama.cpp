@@ -1,40 +1,41 @@
 #include "model/llama.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/init.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/Generator.h>
+
+#include <mutex>
 
 #include "common/check.h"
 #include "model/activation_checkpoint.h"
 #include "model/rope.h"
+#include "model/seeded_init.h"
 
 namespace longtune::model {
 
-DecoderImpl::DecoderImpl(const ModelConfig& c) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+DecoderImpl::DecoderImpl(const ModelConfig& c, const ParameterOptions& options) {
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, options));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(Block(c));
-  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(Block(c, options));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
 }
 
-LlamaImpl::LlamaImpl(ModelConfig config) : config_(std::move(config)) {
+LlamaImpl::LlamaImpl(ModelConfig config, const ParameterOptions& options) : config_(std::move(config)) {
   config_.validate();
-  model = register_module("model", Decoder(config_));
-  if (!config_.tie_word_embeddings) {
-    lm_head = register_module(
-        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(config_.hidden_size, config_.vocab_size).bias(false)));
-  }
-  init_weights();
+  model = register_module("model", Decoder(config_, options));
+  if (!config_.tie_word_embeddings)
+    lm_head = register_module("lm_head", Linear(config_.hidden_size, config_.vocab_size, options));
+  if (options.init == ParameterInit::kRandom) init_weights();
 }
 
 void LlamaImpl::init_weights(double std) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : named_parameters()) {
-    if (p.key().ends_with("norm.weight")) {
-      p.value().fill_(1.0);
-    } else {
-      p.value().normal_(0.0, std);
-    }
+  uint64_t seed = 0;
+  {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    seed = generator.get<at::CPUGeneratorImpl>()->random64();
   }
+  load_weights(*this, SeededInit(seed, std));
 }
 
 void LlamaImpl::set_rope(const RopeScaling& scaling, int64_t max_position_embeddings) {

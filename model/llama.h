@@ -6,8 +6,6 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include <string>
@@ -15,6 +13,7 @@
 
 #include "model/block.h"
 #include "model/config.h"
+#include "model/layers.h"
 #include "model/rms_norm.h"
 
 namespace longtune::model {
@@ -40,8 +39,8 @@ class UnitHooks {
 // HF's LlamaModel: embeddings, layers and the final norm (the "model." prefix).
 class DecoderImpl : public torch::nn::Module {
  public:
-  explicit DecoderImpl(const ModelConfig& config);
-  torch::nn::Embedding embed_tokens{nullptr};
+  DecoderImpl(const ModelConfig& config, const ParameterOptions& options);
+  Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
 };
@@ -49,7 +48,10 @@ TORCH_MODULE(Decoder);
 
 class LlamaImpl : public torch::nn::Module {
  public:
-  explicit LlamaImpl(ModelConfig config);
+  // Parameters as `options` says: by default fp32 on the CPU with HF's initialisation, seeded from
+  // the global CPU generator (so at::manual_seed makes it reproducible); kEmpty or kHollow for a
+  // model whose weights come from a WeightSource, whole or through sharding.
+  explicit LlamaImpl(ModelConfig config, const ParameterOptions& options = {});
 
   // tokens (B, T) int64 -> logits (B, T, vocab) in the parameter dtype.
   at::Tensor forward(const at::Tensor& tokens);
@@ -60,7 +62,8 @@ class LlamaImpl : public torch::nn::Module {
   void set_activation_checkpointing(bool enabled) { activation_checkpointing_ = enabled; }
   bool activation_checkpointing() const { return activation_checkpointing_; }
 
-  // HF's init: normal(0, 0.02) for linear and embedding weights, ones for norms.
+  // HF's init: normal(0, std) for linear and embedding weights, ones for norms (model/seeded_init),
+  // with a seed drawn from the global CPU generator.
   void init_weights(double std = 0.02);
 
   const ModelConfig& config() const { return config_; }
@@ -77,7 +80,7 @@ class LlamaImpl : public torch::nn::Module {
   void set_unit_hooks(UnitHooks* hooks) { hooks_ = hooks; }
 
   Decoder model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
+  Linear lm_head{nullptr};  // null when tie_word_embeddings
 
  private:
   std::pair<at::Tensor, at::Tensor> cos_sin(int64_t start, int64_t length, const at::Tensor& like) const;

@@ -4,8 +4,8 @@
 
 namespace longtune::model {
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
-  weight = register_parameter("weight", at::ones({dim}));
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const ParameterOptions& options) : eps_(eps) {
+  weight = register_parameter("weight", make_parameter({dim}, options));
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {

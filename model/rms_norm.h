@@ -5,11 +5,13 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "model/layers.h"
+
 namespace longtune::model {
 
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t dim, double eps);
+  RMSNormImpl(int64_t dim, double eps, const ParameterOptions& options);
   // x (..., dim) -> (..., dim), same dtype as x.
   at::Tensor forward(const at::Tensor& x);
 

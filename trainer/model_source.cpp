@@ -13,6 +13,7 @@
 #include "common/file_io.h"
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
+#include "model/seeded_init.h"
 #include "trainer/checkpoint.h"
 #include "trainer/training_state.h"
 #include "data/tokenizer.h"
@@ -104,21 +105,25 @@ std::optional<fs::path> source_tokenizer(const ModelSource& source) {
   return std::nullopt;
 }
 
-model::Llama build_model(const model::ModelConfig& config, const ModelSource& source, at::ScalarType dtype) {
-  model::Llama llama(config);
+std::unique_ptr<model::WeightSource> open_weights(const ModelSource& source, const model::ModelConfig& config,
+                                                  uint64_t seed) {
   switch (source.kind) {
     case ModelSource::Kind::kPreset:
-      llama->init_weights();
-      break;
+      return std::make_unique<model::SeededInit>(seed);
     case ModelSource::Kind::kHfDirectory:
-      model::load_hf_weights(*llama, source.directory.string());
-      break;
+      return std::make_unique<model::HfWeights>(source.directory.string(), config);
     case ModelSource::Kind::kCheckpoint:
-      // Whole or sharded (any world size): the checkpoint's masters, one unit at a time.
-      CheckpointWeights(source.directory).load_into(*llama);
-      break;
+      // Whole or sharded (any world size): the checkpoint's masters.
+      return std::make_unique<CheckpointWeights>(source.directory);
   }
-  llama->to(dtype);
+  LT_FAIL("model.source: unknown kind");
+}
+
+model::Llama build_model(const model::ModelConfig& config, const ModelSource& source, at::ScalarType dtype,
+                         uint64_t seed) {
+  const std::unique_ptr<model::WeightSource> weights = open_weights(source, config, seed);
+  model::Llama llama(config, model::ParameterOptions{model::ParameterInit::kEmpty, dtype});
+  model::load_weights(*llama, *weights);
   return llama;
 }
 

@@ -7,12 +7,15 @@
 
 #include <c10/core/ScalarType.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "model/config.h"
 #include "model/llama.h"
+#include "model/weight_source.h"
 #include "config/job_config.h"
 
 namespace longtune::trainer {
@@ -41,8 +44,15 @@ model::ModelConfig job_model_config(const config::ModelSection& section, const M
 // checkpoint saved), or nullopt (presets carry none).
 std::optional<std::filesystem::path> source_tokenizer(const ModelSource& source);
 
-// Builds the model on the CPU in `dtype`: random init (HF's normal(0, 0.02), seeded by the caller's
-// RNG) for presets, weights from the directory otherwise.
-model::Llama build_model(const model::ModelConfig& config, const ModelSource& source, at::ScalarType dtype);
+// The weights of `source` for a model of `config` (checked against it at open): the HF
+// directory's, the checkpoint's masters, or for presets HF's initialisation seeded by `seed`
+// (model/seeded_init: the same values under any number of ranks).
+std::unique_ptr<model::WeightSource> open_weights(const ModelSource& source, const model::ModelConfig& config,
+                                                  uint64_t seed);
+
+// The whole model on the CPU in `dtype`, filled from open_weights(source, config, seed): each
+// parameter allocated once and read once, no random initialisation first.
+model::Llama build_model(const model::ModelConfig& config, const ModelSource& source, at::ScalarType dtype,
+                         uint64_t seed = 0);
 
 }  // namespace longtune::trainer

@@ -58,6 +58,8 @@ at::Tensor CheckpointTensors::flat_range(const StateFiles& kind, size_t unit_ind
       const int64_t hi = std::min(end, p.offset + p.numel);
       if (lo >= hi) continue;
       const at::Tensor value = whole(kind, p.name);
+      LT_CHECK(value.numel() == p.numel, "checkpoint {}: '{}' has {} elements, the model's has {}",
+               reader_.directory().string(), kind.tensor(p.name), value.numel(), p.numel);
       pieces.push_back(value.reshape({-1}).narrow(0, lo - p.offset, hi - lo));
     }
   }

@@ -86,6 +86,7 @@ struct Trainer::Run {
   model::ModelConfig model_config;
   model::Llama model{nullptr};
   std::unique_ptr<dist::TrainingParameters> params;
+  std::unique_ptr<model::WeightSource> initial_weights;  // model.source's, until loaded (or resumed over)
   std::unique_ptr<AdamW> optimizer;
   std::unique_ptr<CheckpointManager> checkpoints;
   std::unique_ptr<MetricsLog> metrics;
@@ -145,18 +146,21 @@ void Trainer::Run::build_model() {
             "extrapolates; for PI set model.rope_scaling.factor to seq_len / original window",
             config.data.seq_len, model_config.max_position_embeddings,
             model::to_string(model_config.rope_scaling.type), model_config.rope_scaling.factor);
-  model = trainer::build_model(model_config, source, precision.param_dtype);
-  model->set_activation_checkpointing(config.model.activation_checkpointing);
-  model->train();
+  // Checked against the model before anything is allocated.
+  initial_weights = open_weights(source, model_config, train.seed);
   if (group) {
-    // The model is still on the host: each unit moves to the device on its own and only this
-    // rank's shard stays there, so the device never holds the whole model.
+    // No memory for the whole model anywhere: the sharding gives each parameter a view of its
+    // unit's buffer on the device, and each rank reads only its shard of the weights.
+    model = model::Llama(model_config, model::ParameterOptions{model::ParameterInit::kHollow, precision.param_dtype});
     params = std::make_unique<dist::ShardedParameters>(*model, precision, sharding_strategy(config.parallel.sharding),
                                                        *group, device, /*prefetch=*/device.is_cuda());
   } else {
-    model->to(device);
+    model = model::Llama(model_config,
+                         model::ParameterOptions{model::ParameterInit::kEmpty, precision.param_dtype, device});
     params = std::make_unique<dist::LocalParameters>(*model, precision);
   }
+  model->set_activation_checkpointing(config.model.activation_checkpointing);
+  model->train();
   optimizer = std::make_unique<AdamW>(params->master(), config.optim);
 }
 
@@ -221,7 +225,10 @@ Trainer::Trainer(const config::JobConfig& config, const dist::DistEnv& dist, Ste
     load_training_state(*resume, state);
     r.last_saved_step = r.counters.step;
     LT_INFO("resumed from {} at step {}", resume->string(), r.counters.step);
+  } else {
+    dist::load_weights(*r.params, *r.initial_weights);
   }
+  r.initial_weights.reset();  // unmaps the source's files
   if (r.leader()) r.metrics->truncate_after(r.counters.step);
 }
 

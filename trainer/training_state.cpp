@@ -303,7 +303,10 @@ void load_training_state(const fs::path& step_dir, TrainingState& state) {
 // ---- a checkpoint as a model ----
 
 CheckpointWeights::CheckpointWeights(const fs::path& step_dir)
-    : step_dir_(step_dir), reader_(std::make_unique<CheckpointReader>(step_dir)), sharding_(read_sharding(*reader_)) {}
+    : step_dir_(step_dir), reader_(std::make_unique<CheckpointReader>(step_dir)), sharding_(read_sharding(*reader_)) {
+  model::Llama shapes(model_config(), model::ParameterOptions{model::ParameterInit::kHollow});
+  tensors_ = std::make_unique<CheckpointTensors>(*reader_, dist::flat_units(*shapes), sharding_);
+}
 
 CheckpointWeights::~CheckpointWeights() = default;
 
@@ -318,20 +321,22 @@ std::optional<fs::path> CheckpointWeights::tokenizer() const {
 
 at::Tensor CheckpointWeights::unit(size_t u) const {
   LT_CHECK(sharding_.has_value(), "checkpoint {}: saved whole, not in units", step_dir_.string());
-  const CheckpointTensors saved(*reader_, sharding_->layout, sharding_);
-  return saved.flat_range(weight_files(), u, 0, sharding_->layout.at(u).numel);
+  return tensors_->flat_range(weight_files(), u, 0, sharding_->layout.at(u).numel);
 }
 
-void CheckpointWeights::load_into(model::LlamaImpl& model) const {
-  const CheckpointTensors saved(*reader_, dist::flat_units(model), sharding_);
-  torch::NoGradGuard no_grad;
-  for (const auto& item : model.named_parameters()) {
-    const at::Tensor value = saved.whole(weight_files(), item.key());
-    LT_CHECK(value.sizes() == item.value().sizes(), "{}: tensor {} has shape {}, the model needs {}",
-             step_dir_.string(), item.key(), fmt::format("{}", fmt::join(value.sizes(), "x")),
-             fmt::format("{}", fmt::join(item.value().sizes(), "x")));
-    item.value().copy_(value);
-  }
+void CheckpointWeights::read(const std::string& name, int64_t begin, int64_t end, const at::Tensor& out) const {
+  const std::vector<FlatUnit>& layout = tensors_->layout();
+  for (size_t u = 0; u < layout.size(); ++u)
+    for (const FlatParam& p : layout[u].params) {
+      if (p.name != name) continue;
+      LT_CHECK(begin >= 0 && begin <= end && end <= p.numel && out.numel() == end - begin,
+               "checkpoint {}: range [{}, {}) of '{}' ({} elements) into {} elements", step_dir_.string(), begin, end,
+               name, p.numel, out.numel());
+      torch::NoGradGuard no_grad;
+      const_cast<at::Tensor&>(out).copy_(tensors_->flat_range(weight_files(), u, p.offset + begin, p.offset + end));
+      return;
+    }
+  LT_FAIL("checkpoint {}: the model has no parameter '{}'", step_dir_.string(), name);
 }
 
 }  // namespace longtune::trainer

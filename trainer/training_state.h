@@ -21,6 +21,7 @@
 #include "config/job_config.h"
 #include "dist/flat_layout.h"
 #include "model/config.h"
+#include "model/weight_source.h"
 #include "trainer/sharded_checkpoint.h"
 
 namespace longtune::data {
@@ -80,12 +81,13 @@ void save_parameters(CheckpointWriter& writer, const dist::TrainingParameters& p
                      int rank);
 void load_parameters(const CheckpointReader& reader, dist::TrainingParameters& parameters, AdamW& optimizer);
 
-// A complete checkpoint as a model: its HF config, its master weights and its tokenizer, without the
-// rest of the training state.
-class CheckpointWeights {
+// A complete checkpoint as a model: its HF config, its master weights (a WeightSource reading any
+// range of any parameter from whichever rank's files hold it) and its tokenizer, without the rest
+// of the training state.
+class CheckpointWeights final : public model::WeightSource {
  public:
   explicit CheckpointWeights(const std::filesystem::path& step_dir);
-  ~CheckpointWeights();
+  ~CheckpointWeights() override;
 
   model::ModelConfig model_config() const;
   // The tokenizer saved with it, if the run had one.
@@ -94,13 +96,13 @@ class CheckpointWeights {
   const std::optional<SavedSharding>& sharding() const { return sharding_; }
   // A sharded checkpoint's unit `u` master weights, (numel,), put together from every rank's piece.
   at::Tensor unit(size_t u) const;
-  // Copies every parameter of `model` from the checkpoint (either layout), one unit held at a time.
-  void load_into(model::LlamaImpl& model) const;
+  void read(const std::string& name, int64_t begin, int64_t end, const at::Tensor& out) const override;
 
  private:
   std::filesystem::path step_dir_;
   std::unique_ptr<CheckpointReader> reader_;
   std::optional<SavedSharding> sharding_;
+  std::unique_ptr<CheckpointTensors> tensors_;  // over the model's unit layout
 };
 
 }  // namespace longtune::trainer

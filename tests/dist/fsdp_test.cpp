@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "model/loss.h"
+#include "model/seeded_init.h"
 #include "tests/test_support.h"
 #include "trainer/checkpoint.h"
 #include "trainer/optimizer.h"
@@ -185,7 +186,9 @@ TEST_P(ShardedMatchesSingleProcess, GradientsAndUpdate) {
   std::mutex mutex;
   run_ranks(c.world, [&](int rank, ProcessGroup& group) {
     model::LlamaImpl& m = *models[rank];
+    const model::ModuleWeights initial(m);  // before sharding takes the parameters over
     ShardedParameters params(m, kFp32, c.mode, group, c10::Device(c10::kCPU), c.prefetch);
+    load_weights(params, initial);
     config::OptimSection options;
     trainer::AdamW optimizer(params.master(), options);
     const int64_t per_rank = rows / c.world;
@@ -253,7 +256,9 @@ TEST(ShardedParameters, NcclOnOneGpuMatchesUnsharded) {
   model::Llama sharded_model = make_model(config, false);  // stays on the host: sharding moves it
   run_ranks(1, [&](int, ProcessGroup& group) {
     EXPECT_EQ(group.backend_name(), "nccl");
+    const model::ModuleWeights initial(*sharded_model);  // before sharding takes the parameters over
     ShardedParameters params(*sharded_model, kFp32, ShardingStrategy::kFullShard, group, cuda, /*prefetch=*/true);
+    load_weights(params, initial);
     AdamW optimizer(params.master(), config::OptimSection{});
     AfterBackward compare([&](const TrainingParameters&) {
       for (size_t u = 0; u < params.layout().size(); ++u)
@@ -280,7 +285,9 @@ TEST(ShardedParameters, MemoryPerRankIsTotalOverWorldPlusGatheredUnits) {
   std::mutex mutex;
   run_ranks(world, [&](int rank, ProcessGroup& group) {
     model::LlamaImpl& m = *models[rank];
+    const model::ModuleWeights initial(m);  // before sharding takes the parameters over
     ShardedParameters params(m, kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU), /*prefetch=*/false);
+    load_weights(params, initial);
     trainer::AdamW optimizer(params.master(), config::OptimSection{});
     params.reset_peak();
     train_step(m, params, optimizer, tokens.narrow(0, rank, 1), 16.0 * world, &group);
@@ -307,6 +314,30 @@ TEST(ShardedParameters, MemoryPerRankIsTotalOverWorldPlusGatheredUnits) {
   });
 }
 
+// A preset's random init, sharded: each rank computes only its shards of a hollow model, and the
+// whole equals the single process's init bitwise under any world size; so does training from it.
+TEST(ShardedParameters, PresetInitFromAHollowModelIsTheSameUnderAnyWorldSize) {
+  const model::ModelConfig config = odd_config(false);
+  const model::SeededInit init(1234);
+  model::Llama single(config, model::ParameterOptions{model::ParameterInit::kEmpty});
+  LocalParameters local(*single, kFp32);
+  load_weights(local, init);
+  const Named expected = local.full_state();
+  for (const int world : {1, 2, 3, 8}) {
+    std::vector<model::Llama> models;
+    for (int r = 0; r < world; ++r)
+      models.emplace_back(config, model::ParameterOptions{model::ParameterInit::kHollow});
+    std::mutex mutex;
+    run_ranks(world, [&](int rank, ProcessGroup& group) {
+      ShardedParameters params(*models[rank], kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU), false);
+      load_weights(params, init);
+      const Named weights = params.full_state();
+      std::lock_guard<std::mutex> lock(mutex);
+      EXPECT_EQ(max_difference(weights, expected), 0.0) << "world " << world << " rank " << rank;
+    });
+  }
+}
+
 // Saves a world-4 sharded state, then loads it at world 3 and in one process: same weights and
 // moments.
 TEST(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcess) {
@@ -327,7 +358,9 @@ TEST(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcess) {
   for (int r = 0; r < 4; ++r) models.push_back(make_model(config, false));
   std::mutex mutex;
   run_ranks(4, [&](int rank, ProcessGroup& group) {
+    const model::ModuleWeights initial(*models[rank]);  // before sharding takes the parameters over
     ShardedParameters params(*models[rank], kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU), false);
+    load_weights(params, initial);
     trainer::AdamW optimizer(params.master(), config::OptimSection{});
     train_step(*models[rank], params, optimizer, tokens.narrow(0, rank, 1), 32.0, &group);
     trainer::CheckpointManager manager(dir.path(), 1);
