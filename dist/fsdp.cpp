@@ -11,7 +11,6 @@
 #include <map>
 
 #include "common/check.h"
-#include "model/layers.h"
 
 namespace longtune::dist {
 
@@ -84,11 +83,10 @@ ShardedParameters::ShardedParameters(model::LlamaImpl& model, MixedPrecision pre
     unit->index = static_cast<int64_t>(u);
     unit->shard = flat.shard_numel(world_);
     unit->padded = unit->shard * world_;
-    // (padded,) in the compute dtype, without memory until gathered.
-    unit->full = model::hollow_tensor({unit->padded}, at::TensorOptions().dtype(compute_dtype_).device(device));
+    // (padded,) in the compute dtype. Its memory is never touched here: the views are cut while it
+    // exists (narrow checks the storage's bounds), then it is released until gathered.
+    unit->full = at::empty({unit->padded}, at::TensorOptions().dtype(compute_dtype_).device(device));
     unit->full_bytes = unit->padded * unit->full.element_size();
-    // Views are cut while the buffer has (untouched) memory: narrow checks the storage's bounds.
-    allocate_storage(unit->full, static_cast<size_t>(unit->full_bytes));
     for (const FlatParam& p : flat.params) {
       at::Tensor param = by_name.at(p.name);
       param.set_data(unit->full.narrow(0, p.offset, p.numel).view(p.shape));

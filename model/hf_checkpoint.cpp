@@ -92,15 +92,8 @@ void fsync_path(const fs::path& path) {
 
 }  // namespace
 
-namespace detail {
-// name -> the open file holding it, for every parameter of the model.
-struct HfFiles {
-  std::map<std::string, std::shared_ptr<SafetensorsFile>> by_tensor;
-};
-}  // namespace detail
-
 HfWeights::HfWeights(const std::string& dir_str, const ModelConfig& config)
-    : dir_(dir_str), files_(std::make_unique<detail::HfFiles>()) {
+    : dir_(dir_str) {
   const fs::path dir(dir_str);
   const auto files = weight_files(dir);
   // The names and shapes of the model, without memory.
@@ -136,15 +129,15 @@ HfWeights::HfWeights(const std::string& dir_str, const ModelConfig& config)
              fmt::join(info.shape, "x"), fmt::join(shape, "x"));
     LT_CHECK(at::isFloatingType(info.dtype), "{}: tensor '{}' has non-float dtype {}", it->second, name,
              c10::toString(info.dtype));
-    files_->by_tensor.emplace(name, std::move(file));
+    file_of_.emplace(name, std::move(file));
   }
 }
 
 HfWeights::~HfWeights() = default;
 
 void HfWeights::read(const std::string& name, int64_t begin, int64_t end, const at::Tensor& out) const {
-  const auto it = files_->by_tensor.find(name);
-  LT_CHECK(it != files_->by_tensor.end(), "{}: the model has no tensor '{}'", dir_, name);
+  const auto it = file_of_.find(name);
+  LT_CHECK(it != file_of_.end(), "{}: the model has no tensor '{}'", dir_, name);
   // A view of the mapping: only the pages of [begin, end) are read.
   const at::Tensor flat = it->second->tensor(name).view({-1});
   LT_CHECK(begin >= 0 && begin <= end && end <= flat.numel() && out.numel() == end - begin,

@@ -1,12 +1,14 @@
 // HF checkpoint directories: config.json + model.safetensors, or sharded model-*.safetensors with
-// model.safetensors.index.json. Loading checks every tensor against the config (names, shapes) and
-// names the file and tensor on any mismatch (HfWeights); saving writes a directory transformers 4.x and 5.x load.
+// model.safetensors.index.json. Loading (HfWeights) checks every tensor against the config (names,
+// shapes) and names the file and tensor on any mismatch; saving writes a directory transformers
+// 4.x and 5.x load.
 // Not here: tokenizer files (copied by the caller), our training checkpoints (trainer/).
 #pragma once
 
 #include <c10/core/ScalarType.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -22,9 +24,7 @@ namespace longtune::model {
 // Reads `dir`/config.json.
 ModelConfig load_hf_model_config(const std::string& dir);
 
-namespace detail {
-struct HfFiles;
-}
+class SafetensorsFile;
 
 // The weights of an HF directory as a WeightSource. Opening checks every tensor against `config`
 // (each parameter of that model present, in its shape and a floating dtype; nothing unexpected
@@ -39,7 +39,7 @@ class HfWeights final : public WeightSource {
 
  private:
   std::string dir_;
-  std::unique_ptr<detail::HfFiles> files_;
+  std::map<std::string, std::shared_ptr<SafetensorsFile>> file_of_;  // parameter name -> the open file holding it
 };
 
 struct HfSaveOptions {

@@ -4,16 +4,12 @@
 
 namespace longtune::model {
 
-at::Tensor hollow_tensor(at::IntArrayRef shape, const at::TensorOptions& options) {
-  at::Tensor tensor = at::empty({0}, options);
-  tensor.unsafeGetTensorImpl()->set_sizes_contiguous(shape);
-  return tensor;
-}
-
 at::Tensor make_parameter(at::IntArrayRef shape, const ParameterOptions& options) {
   const at::TensorOptions tensor_options = at::TensorOptions().dtype(options.dtype).device(options.device);
-  if (options.init == ParameterInit::kHollow) return hollow_tensor(shape, tensor_options);
-  return at::empty(shape, tensor_options);
+  if (options.init != ParameterInit::kHollow) return at::empty(shape, tensor_options);
+  at::Tensor hollow = at::empty({0}, tensor_options);
+  hollow.unsafeGetTensorImpl()->set_sizes_contiguous(shape);
+  return hollow;
 }
 
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, const ParameterOptions& options) {

@@ -29,11 +29,9 @@ struct ParameterOptions {
   c10::Device device = c10::Device(c10::kCPU);
 };
 
-// A tensor of `shape` whose storage holds zero bytes (reading it is invalid until storage is set);
-// its storage keeps the device's allocator, so memory can be given to it in place later.
-at::Tensor hollow_tensor(at::IntArrayRef shape, const at::TensorOptions& options);
-
 // A parameter of `shape` as `options` says (kRandom allocates; the values come from the caller).
+// A hollow one has zero bytes of storage (reading it is invalid until storage is set) that keeps
+// the device's allocator, so memory can be given to it in place later.
 at::Tensor make_parameter(at::IntArrayRef shape, const ParameterOptions& options);
 
 // y = x W^T, W (out, in). No bias: LLaMA has none.
