@@ -338,6 +338,10 @@ void JobConfig::validate() const {
   check.non_negative(train.max_skipped_steps, "train.max_skipped_steps");
   check.require(train.peak_flops >= 0, "train.peak_flops", "must be >= 0, got {}", train.peak_flops);
   check.non_negative(train.cpu_threads, "train.cpu_threads");
+  // Fewer rows turn the head's matmuls into matrix-vector products: slower, and their sums over
+  // the vocabulary round worse (tests/model/loss_test).
+  check.require(train.loss_chunk_tokens >= 64, "train.loss_chunk_tokens", "must be >= 64, got {}",
+                train.loss_chunk_tokens);
   check.require(!train.run_dir.empty(), "train.run_dir", "must not be empty");
   const Dtype compute = train.precision == Precision::kFp32 ? Dtype::kFloat32 : Dtype::kBFloat16;
   check.require(model.dtype == compute, "model.dtype",

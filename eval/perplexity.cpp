@@ -78,15 +78,11 @@ PerplexityPartial evaluate_perplexity_partial(model::LlamaImpl& model, const dat
     const int64_t t = static_cast<int64_t>(length);
     at::Tensor input_ids = at::from_blob(inputs.data(), {rows, t}, at::kLong).to(device);  // (B, T)
     at::Tensor label_ids = at::from_blob(labels.data(), {rows, t}, at::kLong).to(device);  // (B, T)
-    at::Tensor logits = model.forward(input_ids).to(at::kFloat);                             // (B, T, V)
-    // HF's shift: position i predicts label i + 1.
-    at::Tensor shifted_logits = logits.slice(1, 0, t - 1).reshape({-1, logits.size(-1)});  // (B*(T-1), V)
-    at::Tensor shifted_labels = label_ids.slice(1, 1).reshape({-1});                        // (B*(T-1))
-    at::Tensor nll = at::cross_entropy_loss(shifted_logits, shifted_labels, {}, at::Reduction::None, -100)
-                         .reshape({rows, t - 1});                                            // (B, T-1)
-    at::Tensor scored = shifted_labels.reshape({rows, t - 1}).ne(-100);
-    const at::Tensor sums = nll.to(at::kDouble).sum(1).cpu();               // (B)
-    const at::Tensor counts = scored.sum(1).to(at::kDouble).cpu();          // (B)
+    // HF's shift: position i predicts label i + 1; the last position predicts nothing.
+    at::Tensor targets = at::cat({label_ids.slice(1, 1), at::full({rows, 1}, -100, label_ids.options())}, 1);  // (B, T)
+    at::Tensor nll = model.token_nll(input_ids, targets, options.loss_chunk_rows);  // (B, T), 0 where unscored
+    const at::Tensor sums = nll.to(at::kDouble).sum(1).cpu();                       // (B)
+    const at::Tensor counts = targets.ne(-100).sum(1).to(at::kDouble).cpu();        // (B)
     for (int64_t r = 0; r < rows; ++r) {
       const double sum = sums[r].item<double>(), count = counts[r].item<double>();
       partial.window_nll_sum += sum / count;

@@ -15,6 +15,7 @@
 #include "data/documents.h"
 #include "data/eval_windows.h"
 #include "model/llama.h"
+#include "model/loss.h"
 
 namespace longtune::eval {
 
@@ -25,6 +26,7 @@ struct PerplexityOptions {
   int64_t batch = 1;            // windows per forward pass
   uint64_t max_documents = 0;   // 0: all
   int64_t bos_id = 1;
+  int64_t loss_chunk_rows = model::kLossChunkRows;  // positions per chunk of the fused head + loss
   bool progress = true;
 };
 

@@ -8,6 +8,7 @@
 
 #include "common/check.h"
 #include "model/activation_checkpoint.h"
+#include "model/loss.h"
 #include "model/rope.h"
 #include "model/seeded_init.h"
 
@@ -68,7 +69,7 @@ int64_t LlamaImpl::unit_of(const std::string& name) const {
   LT_FAIL("Llama: '{}' is not a parameter of this model", name);
 }
 
-at::Tensor LlamaImpl::run(const at::Tensor& tokens, KVCache* cache) {
+at::Tensor LlamaImpl::decoder_layers(const at::Tensor& tokens, KVCache* cache) {
   LT_CHECK(tokens.dim() == 2, "Llama::forward: tokens must be (B, T), got {} dims", tokens.dim());
   const int64_t start = cache != nullptr ? cache->length : 0;
   if (cache != nullptr && cache->layers.empty()) cache->layers.resize(config_.num_hidden_layers);
@@ -86,17 +87,36 @@ at::Tensor LlamaImpl::run(const at::Tensor& tokens, KVCache* cache) {
       h = layer.forward(h, cos, sin, cache != nullptr ? &cache->layers[i] : nullptr);
     h = after(i + 1, h);
   }
+  if (cache != nullptr) cache->length += tokens.size(1);
+  return h;
+}
+
+const at::Tensor& LlamaImpl::head_weight() const {
+  // Tied: the embedding matrix is the head.
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+at::Tensor LlamaImpl::head(const at::Tensor& hidden) {
   const int64_t head_unit = config_.num_hidden_layers + 1;
   before(head_unit);
-  h = model->norm->forward(h);
-  // Tied: the embedding matrix is the head.
-  at::Tensor logits = lm_head ? lm_head->forward(h) : at::linear(h, model->embed_tokens->weight);  // (B, T, vocab)
-  if (cache != nullptr) cache->length += tokens.size(1);
+  at::Tensor logits = at::linear(model->norm->forward(hidden), head_weight());  // (B, T, vocab)
   return after(head_unit, logits);
 }
 
-at::Tensor LlamaImpl::forward(const at::Tensor& tokens) { return run(tokens, nullptr); }
+at::Tensor LlamaImpl::forward(const at::Tensor& tokens) { return head(decoder_layers(tokens, nullptr)); }
 
-at::Tensor LlamaImpl::forward_cached(const at::Tensor& tokens, KVCache& cache) { return run(tokens, &cache); }
+at::Tensor LlamaImpl::forward_cached(const at::Tensor& tokens, KVCache& cache) {
+  return head(decoder_layers(tokens, &cache));
+}
+
+at::Tensor LlamaImpl::token_nll(const at::Tensor& tokens, const at::Tensor& targets, int64_t loss_chunk_rows) {
+  LT_CHECK(targets.sizes() == tokens.sizes(), "Llama::token_nll: targets must be shaped like the tokens (B, T)");
+  at::Tensor h = decoder_layers(tokens, nullptr);  // (B, T, d)
+  const int64_t head_unit = config_.num_hidden_layers + 1;
+  before(head_unit);
+  h = model->norm->forward(h).reshape({-1, h.size(-1)});  // (B*T, d)
+  at::Tensor nll = linear_cross_entropy(h, head_weight(), targets.reshape({-1}), loss_chunk_rows);  // (B*T)
+  return after(head_unit, nll.reshape(targets.sizes()));                                            // (B, T)
+}
 
 }  // namespace longtune::model

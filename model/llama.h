@@ -57,6 +57,10 @@ class LlamaImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& tokens);
   // Incremental decoding: tokens (B, T_new) continue the cached positions; returns (B, T_new, vocab).
   at::Tensor forward_cached(const at::Tensor& tokens, KVCache& cache);
+  // tokens (B, T) -> fp32 NLL (B, T) of targets (B, T) (0 where a target is -100), the head fused with
+  // the cross-entropy over chunks of loss_chunk_rows positions (model/loss.h), so the (B, T, vocab)
+  // logits never exist. What training and evaluation use; forward() is for decoding and debugging.
+  at::Tensor token_nll(const at::Tensor& tokens, const at::Tensor& targets, int64_t loss_chunk_rows);
 
   // Recompute each layer in backward instead of keeping its activations (training only).
   void set_activation_checkpointing(bool enabled) { activation_checkpointing_ = enabled; }
@@ -84,7 +88,11 @@ class LlamaImpl : public torch::nn::Module {
 
  private:
   std::pair<at::Tensor, at::Tensor> cos_sin(int64_t start, int64_t length, const at::Tensor& like) const;
-  at::Tensor run(const at::Tensor& tokens, KVCache* cache);
+  // Units 0..num_layers: (B, T) tokens -> (B, T, d) hidden states before the final norm.
+  at::Tensor decoder_layers(const at::Tensor& tokens, KVCache* cache);
+  // The head unit: final norm and lm_head, (B, T, d) -> (B, T, vocab).
+  at::Tensor head(const at::Tensor& hidden);
+  const at::Tensor& head_weight() const;
   void before(int64_t unit) {
     if (hooks_ != nullptr) hooks_->before_unit(unit);
   }

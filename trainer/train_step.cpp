@@ -8,7 +8,6 @@
 #include "dist/process_group.h"
 #include "dist/training_parameters.h"
 #include "model/llama.h"
-#include "model/loss.h"
 #include "trainer/optimizer.h"
 
 namespace longtune::trainer {
@@ -25,7 +24,8 @@ StepResult train_step(model::LlamaImpl& model, dist::TrainingParameters& paramet
     parameters.begin_micro_batch(micro + 1 == micro_batches.size());
     const at::Tensor& sequences = micro_batches[micro];  // (B, T+1)
     const int64_t seq_len = sequences.size(1) - 1;
-    at::Tensor nll = model::nll_sum(model.forward(sequences.slice(1, 0, seq_len)), sequences.slice(1, 1));
+    at::Tensor nll =
+        model.token_nll(sequences.slice(1, 0, seq_len), sequences.slice(1, 1), options.loss_chunk_rows).sum();
     if (options.probe != nullptr) options.probe->on_loss(options.step, nll);
     (nll / options.global_tokens).backward();
     loss_sum += nll.detach().to(at::kDouble);

@@ -40,6 +40,7 @@ struct StepOptions {
   double lr = 0;                        // this step's learning rate
   double grad_clip = 0;                 // max global gradient L2 norm; 0 disables
   double global_tokens = 0;             // target tokens of the whole global batch, every rank's together
+  int64_t loss_chunk_rows = 1024;       // positions per chunk of the fused head + cross-entropy
   dist::ProcessGroup* group = nullptr;  // sums the loss over ranks; null on one process
   StepProbe* probe = nullptr;           // tests only
 };

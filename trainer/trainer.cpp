@@ -20,7 +20,6 @@
 #include "dist/training_parameters.h"
 #include "model/config.h"
 #include "model/llama.h"
-#include "model/loss.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device.h"
 #include "trainer/metrics.h"
@@ -265,7 +264,9 @@ EvalResult Trainer::evaluate() {
     at::Tensor sequences =
         at::from_blob(tokens.data(), {static_cast<int64_t>(ids.size()), seq_len + 1}, at::kLong).to(r.device);
     const double batch_nll =
-        model::nll_sum(r.model->forward(sequences.slice(1, 0, seq_len)), sequences.slice(1, 1)).item<double>();
+        r.model->token_nll(sequences.slice(1, 0, seq_len), sequences.slice(1, 1), r.config.train.loss_chunk_tokens)
+            .sum()
+            .item<double>();
     if (placeholder) continue;
     nll += batch_nll;
     tokens_scored += static_cast<int64_t>(ids.size()) * seq_len;
@@ -341,6 +342,7 @@ RunOutcome Trainer::train() {
     options.lr = learning_rate(config.schedule, config.optim.lr, r.counters.step, total);
     options.grad_clip = config.optim.grad_clip;
     options.global_tokens = global_tokens;
+    options.loss_chunk_rows = config.train.loss_chunk_tokens;
     options.group = r.group.get();
     options.probe = r.probe;
     const StepResult step = train_step(*r.model, *r.params, *r.optimizer, r.next_micro_batches(), options);

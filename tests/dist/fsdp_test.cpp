@@ -182,7 +182,9 @@ TEST_P(ShardedMatchesSingleProcess, GradientsAndUpdate) {
   for (int r = 0; r < c.world; ++r) models.push_back(make_model(config, c.checkpointing));
   bool uneven = false;
   for (const FlatUnit& unit : flat_units(*models[0])) uneven |= unit.numel % c.world != 0;
-  if (c.world > 1 && c.mode != ShardingStrategy::kNoShard) EXPECT_TRUE(uneven) << "the test wants a unit that does not divide by the world size";
+  if (c.world > 1 && c.mode != ShardingStrategy::kNoShard) {
+    EXPECT_TRUE(uneven) << "the test wants a unit that does not divide by the world size";
+  }
   std::mutex mutex;
   run_ranks(c.world, [&](int rank, ProcessGroup& group) {
     model::LlamaImpl& m = *models[rank];
