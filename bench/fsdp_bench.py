@@ -9,8 +9,8 @@ Usage (from the repository root, after scripts/build.sh):
 Both: fp32, seq_len 256, global batch 8 split over the ranks (one micro-batch per rank), one
 intra-op thread per rank, AdamW (ours fused; FSDP2's DTensor parameters take the default foreach
 path), clip_grad_norm 1.0, no activation checkpointing. Ours: tokens/s from rank 0's metrics.jsonl
-(global tokens over the step's wall time, batch reading included); peak memory: the peak resident
-set of rank 0 (metrics peak_mem_bytes). FSDP2: per step wall time on rank 0 from batch creation
+(global tokens over the step's wall time, batch reading included); peak memory: the largest peak resident
+set of any rank (metrics host_peak_bytes). FSDP2: per step wall time on rank 0 from batch creation
 (random ids) to after zero_grad; peak resident set from getrusage on rank 0. Runs alternate (ours,
 FSDP2, FSDP2, ours, ...) in fresh processes; the first --warmup steps of each run are dropped; the
 table gives median tokens/s of the pooled steps and ours/FSDP2.
@@ -82,7 +82,7 @@ def run_ours(bin_dir, args, tokenizer, train_dir, run_dir):
         sys.exit(f"longtune failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["kind"] == "train"]
-    return [r["tokens_per_s"] for r in train if r["step"] > args.warmup], max(r["peak_mem_bytes"] for r in train)
+    return [r["tokens_per_s"] for r in train if r["step"] > args.warmup], max(r["host_peak_bytes"] for r in train)
 
 
 def run_fsdp(args, vocab):

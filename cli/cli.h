@@ -39,6 +39,7 @@ struct TrainArgs {
 void add_train_options(CLI::App& command, TrainArgs& args);
 void run_train(const TrainArgs& args, trainer::StepProbe* probe);
 void add_plot_command(CLI::App& app);    // longtune plot RUN_DIR
+void add_plan_command(CLI::App& app);    // longtune plan JOB.yaml --nproc-per-node N ...
 void add_study_command(CLI::App& app);   // longtune study-report DIR
 
 }  // namespace longtune::cli

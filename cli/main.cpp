@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   longtune::cli::add_data_commands(app);
   longtune::cli::add_train_command(app);
   longtune::cli::add_plot_command(app);
+  longtune::cli::add_plan_command(app);
   longtune::cli::add_study_command(app);
   app.parse_complete_callback([&] {
     longtune::LogOptions options;

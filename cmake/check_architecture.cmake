@@ -1,6 +1,7 @@
 # The architecture, checked on every build (cmake -P, run by the check_architecture target):
 #   1. Which source folder may include which: each library includes only what it links.
-#        cli -> everything;  trainer -> dist, eval, config, model, data, common;
+#        cli -> everything;  trainer -> plan, dist, eval, config, model, data, common;
+#        plan -> dist, config, model, common;
 #        report -> trainer, eval, common;  dist -> model, common (never trainer/ or config/);
 #        eval -> model, data, common;  config -> model, common;  launch -> common;
 #        model, data -> common;  common -> nothing.
@@ -11,8 +12,9 @@
 # Tests and benchmarks may include anything. Usage: cmake -DSOURCE_DIR=<repo> -P check_architecture.cmake
 cmake_minimum_required(VERSION 3.25)
 
-set(allowed_cli cli trainer report dist eval config model data common launch)
-set(allowed_trainer trainer dist eval config model data common)
+set(allowed_cli cli trainer plan report dist eval config model data common launch)
+set(allowed_trainer trainer plan dist eval config model data common)
+set(allowed_plan plan dist config model common)
 set(allowed_report report trainer eval common)
 set(allowed_dist dist model common)
 set(allowed_eval eval model data common)
@@ -21,10 +23,10 @@ set(allowed_launch launch common)
 set(allowed_model model common)
 set(allowed_data data common)
 set(allowed_common common)
-set(project_folders cli trainer report dist eval config model data common launch tests bench)
+set(project_folders cli trainer plan report dist eval config model data common launch tests bench)
 
 set(problems "")
-foreach(folder cli trainer report dist eval config model data common launch)
+foreach(folder cli trainer plan report dist eval config model data common launch)
   file(GLOB sources "${SOURCE_DIR}/${folder}/*.h" "${SOURCE_DIR}/${folder}/*.cpp")
   foreach(source ${sources})
     file(STRINGS "${source}" includes REGEX "^#include \"[a-z_]+/")

@@ -89,6 +89,7 @@ struct TrainSection {
   double peak_flops = 0;                    // device peak FLOP/s for MFU (0: known GPU table or CPU measured)
   int64_t cpu_threads = 0;                  // intra-op CPU threads (0: LibTorch's default, all cores)
   int64_t loss_chunk_tokens = 1024;         // positions per chunk of the fused head + loss (>= 64)
+  bool ignore_plan = false;                 // train even if the memory plan predicts it does not fit
 
   // Gradient-accumulation micro-steps per optimizer step on `world_size` ranks; throws
   // longtune::Error naming train.global_batch unless global_batch % (micro_batch * world_size) == 0.
@@ -236,6 +237,7 @@ struct Fields<TrainSection> {
     v("peak_flops", &S::peak_flops);
     v("cpu_threads", &S::cpu_threads);
     v("loss_chunk_tokens", &S::loss_chunk_tokens);
+    v("ignore_plan", &S::ignore_plan);
   }
 };
 

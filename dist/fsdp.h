@@ -63,6 +63,10 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   std::vector<std::pair<std::string, at::Tensor>> full_state() const override;
   void load_masters(const std::function<at::Tensor(size_t index)>& value) override;
 
+  // Gradient reductions in flight at most, so their fp32 buffers never add up to a whole unsharded
+  // gradient.
+  static constexpr size_t kReductionsInFlight = 2;
+
   ShardedMemory memory() const;
   void reset_peak() { peak_gathered_bytes_ = gathered_bytes_; }
 
@@ -88,10 +92,7 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   std::vector<FlatUnit> layout_;
   std::vector<std::unique_ptr<Unit>> units_;
   std::vector<std::pair<std::string, at::Tensor>> master_;
-  // Gradient reductions in flight, in issue order; at most kReductionsInFlight, so their fp32
-  // buffers never add up to a whole unsharded gradient.
-  static constexpr size_t kReductionsInFlight = 2;
-  std::deque<std::function<void()>> reductions_;
+  std::deque<std::function<void()>> reductions_;  // in flight, in issue order
   bool last_micro_batch_ = true;
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
 };

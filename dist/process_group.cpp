@@ -196,4 +196,12 @@ double all_reduce_sum(ProcessGroup& group, double value, const c10::Device& devi
   return t.item<double>();
 }
 
+int64_t all_reduce_max(ProcessGroup& group, int64_t value, const c10::Device& device) {
+  const auto options = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor mine = at::full({1}, value, options);
+  at::Tensor all = at::empty({group.world_size()}, options);
+  group.all_gather(all, mine).wait();
+  return all.max().item<int64_t>();
+}
+
 }  // namespace longtune::dist

@@ -63,5 +63,7 @@ class ProcessGroup {
 
 // Sums a double over every rank (a convenience over all_reduce_sum, waited on).
 double all_reduce_sum(ProcessGroup& group, double value, const c10::Device& device);
+// The largest of one integer per rank (through an all-gather, which every backend has).
+int64_t all_reduce_max(ProcessGroup& group, int64_t value, const c10::Device& device);
 
 }  // namespace longtune::dist

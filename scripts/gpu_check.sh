@@ -75,6 +75,6 @@ for f in sorted(out.glob("*.metrics.jsonl")):
     if not train: continue
     steady = train[5:] or train
     print(f"{f.name.split('.')[0]:<18}{statistics.median(r['tokens_per_s'] for r in steady):>10.0f}"
-          f"{100*statistics.median(r['mfu'] for r in steady):>8.1f}{max(r['peak_mem_bytes'] for r in train)/2**30:>10.2f}"
+          f"{100*statistics.median(r['mfu'] for r in steady):>8.1f}{max(r['device_peak_bytes'] for r in train)/2**30:>10.2f}"
           f"{train[0]['loss']:>12.4f}{train[-1]['loss']:>11.4f}{(ev[-1]['val_ppl'] if ev else float('nan')):>9.2f}")
 PY

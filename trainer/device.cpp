@@ -8,7 +8,9 @@
 #include <sys/resource.h>
 #include <torch/cuda.h>
 
+#include <fstream>
 #include <mutex>
+#include <string>
 
 #include "common/log.h"
 
@@ -24,14 +26,29 @@ c10::Device pick_device(int local_rank) {
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % count));
 }
 
-int64_t peak_memory_bytes(const c10::Device& device) {
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
-  }
+MemoryPeaks peak_memory(const c10::Device& device) {
+  MemoryPeaks peaks;
   struct rusage usage {};
   ::getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+  peaks.host_bytes = static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    peaks.device_bytes = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+  return peaks;
+}
+
+int64_t device_total_memory(const c10::Device& device) {
+  if (!device.is_cuda()) return 0;
+  return static_cast<int64_t>(at::cuda::getDeviceProperties(device.index())->totalGlobalMem);
+}
+
+int64_t host_available_memory() {
+  std::ifstream meminfo("/proc/meminfo");
+  const std::string key = "MemAvailable:";
+  for (std::string line; std::getline(meminfo, line);)
+    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;  // "... kB"
+  return 0;
 }
 
 std::string device_name(const c10::Device& device) {

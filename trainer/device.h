@@ -13,8 +13,17 @@ namespace longtune::trainer {
 
 // CUDA device `local_rank` when CUDA is available, else the CPU.
 c10::Device pick_device(int local_rank = 0);
-// Peak memory so far: CUDA allocator peak for a GPU; the process's peak resident set on the CPU.
-int64_t peak_memory_bytes(const c10::Device& device);
+// This process's peaks so far: its resident set on the host (VmHWM, whatever the device), and the
+// CUDA caching allocator's peak of allocated bytes on a GPU (0 on the CPU).
+struct MemoryPeaks {
+  int64_t host_bytes = 0;
+  int64_t device_bytes = 0;
+};
+MemoryPeaks peak_memory(const c10::Device& device);
+// The device's total memory (CUDA), or 0 for the CPU.
+int64_t device_total_memory(const c10::Device& device);
+// The host memory available now (/proc/meminfo MemAvailable), or 0 if unknown.
+int64_t host_available_memory();
 // "NVIDIA H100 80GB HBM3", or "cpu".
 std::string device_name(const c10::Device& device);
 void synchronize(const c10::Device& device);

@@ -47,9 +47,9 @@ int64_t count_or_zero(const nlohmann::json& record, const char* key) {
 std::string train_line(const TrainRecord& r) {
   return fmt::format(
       "{{\"kind\": \"train\", \"step\": {}, \"loss\": {}, \"lr\": {}, \"grad_norm\": {}, \"tokens\": {}, "
-      "\"tokens_per_s\": {:.1f}, \"mfu\": {:.5f}, \"peak_mem_bytes\": {}, \"elapsed_s\": {:.3f}, "
+      "\"tokens_per_s\": {:.1f}, \"mfu\": {:.5f}, \"host_peak_bytes\": {}, \"device_peak_bytes\": {}, \"elapsed_s\": {:.3f}, "
       "\"skipped\": {}}}",
-      r.step, metric_number(r.loss), metric_number(r.lr), metric_number(r.grad_norm), r.tokens, r.tokens_per_s, r.mfu, r.peak_mem_bytes,
+      r.step, metric_number(r.loss), metric_number(r.lr), metric_number(r.grad_norm), r.tokens, r.tokens_per_s, r.mfu, r.host_peak_bytes, r.device_peak_bytes,
       r.elapsed_s, r.skipped ? "true" : "false");
 }
 
@@ -103,7 +103,8 @@ MetricsHistory read_metrics(const fs::path& path) {
       r.tokens = count_or_zero(record, "tokens");
       r.tokens_per_s = number_or_nan(record, "tokens_per_s");
       r.mfu = number_or_nan(record, "mfu");
-      r.peak_mem_bytes = count_or_zero(record, "peak_mem_bytes");
+      r.host_peak_bytes = count_or_zero(record, "host_peak_bytes");
+      r.device_peak_bytes = count_or_zero(record, "device_peak_bytes");
       r.elapsed_s = number_or_nan(record, "elapsed_s");
       const auto skipped = record.find("skipped");
       r.skipped = skipped != record.end() && skipped->is_boolean() && skipped->get<bool>();

@@ -27,7 +27,8 @@ struct TrainRecord {
   int64_t tokens = 0;          // target tokens trained on so far
   double tokens_per_s = 0;
   double mfu = 0;              // model FLOPs utilisation, 0..1
-  int64_t peak_mem_bytes = 0;  // device allocator peak, or the process's peak RSS on the CPU
+  int64_t host_peak_bytes = 0;    // the largest peak resident set of any rank so far
+  int64_t device_peak_bytes = 0;  // the largest CUDA allocator peak of any rank so far (0 on the CPU)
   double elapsed_s = 0;        // training wall time over all runs
   bool skipped = false;        // dropped by nan_policy skip
 };

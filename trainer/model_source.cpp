@@ -93,6 +93,15 @@ model::ModelConfig job_model_config(const config::ModelSection& section, const M
   return config;
 }
 
+int64_t source_weight_file_bytes(const ModelSource& source) {
+  if (source.kind != ModelSource::Kind::kHfDirectory) return 0;
+  int64_t bytes = 0;
+  for (const fs::directory_entry& entry : fs::directory_iterator(source.directory))
+    if (entry.is_regular_file() && entry.path().extension() == ".safetensors")
+      bytes += static_cast<int64_t>(entry.file_size());
+  return bytes;
+}
+
 std::optional<fs::path> source_tokenizer(const ModelSource& source) {
   switch (source.kind) {
     case ModelSource::Kind::kPreset:

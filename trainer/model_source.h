@@ -44,6 +44,10 @@ model::ModelConfig job_model_config(const config::ModelSection& section, const M
 // checkpoint saved), or nullopt (presets carry none).
 std::optional<std::filesystem::path> source_tokenizer(const ModelSource& source);
 
+// Bytes of the HF directory's safetensors files, which loading maps (each rank touching its range);
+// 0 for presets and checkpoints (read one unit range at a time).
+int64_t source_weight_file_bytes(const ModelSource& source);
+
 // The weights of `source` for a model of `config` (checked against it at open): the HF
 // directory's, the checkpoint's masters, or for presets HF's initialisation seeded by `seed`
 // (model/seeded_init: the same values under any number of ranks).

@@ -20,6 +20,7 @@
 #include "dist/training_parameters.h"
 #include "model/config.h"
 #include "model/llama.h"
+#include "plan/memory_plan.h"
 #include "trainer/checkpoint.h"
 #include "trainer/device.h"
 #include "trainer/metrics.h"
@@ -106,6 +107,9 @@ struct Trainer::Run {
 
   void open_data();
   void build_model();
+  // Plans this rank's memory (plan/memory_plan) before anything is allocated; refuses a job predicted
+  // not to fit the device (or the host's available memory per rank) unless train.ignore_plan.
+  void check_memory_plan(const ModelSource& source) const;
   // This rank's micro-batches of the next global batch, on the device, (B, T+1) each.
   std::vector<at::Tensor> next_micro_batches();
   // A skipped step under train.nan_policy: counted, or the end of the run (an error naming it).
@@ -145,6 +149,7 @@ void Trainer::Run::build_model() {
             "extrapolates; for PI set model.rope_scaling.factor to seq_len / original window",
             config.data.seq_len, model_config.max_position_embeddings,
             model::to_string(model_config.rope_scaling.type), model_config.rope_scaling.factor);
+  check_memory_plan(source);
   // Checked against the model before anything is allocated.
   initial_weights = open_weights(source, model_config, train.seed);
   if (group) {
@@ -161,6 +166,23 @@ void Trainer::Run::build_model() {
   model->set_activation_checkpointing(config.model.activation_checkpointing);
   model->train();
   optimizer = std::make_unique<AdamW>(params->master(), config.optim);
+}
+
+void Trainer::Run::check_memory_plan(const ModelSource& source) const {
+  const plan::DeviceKind kind = device.is_cuda() ? plan::DeviceKind::kCuda : plan::DeviceKind::kCpu;
+  const plan::PlanInputs inputs = plan::plan_inputs(config, model_config, dist.world_size, dist.local_world_size,
+                                                    group != nullptr, kind, source_weight_file_bytes(source));
+  const plan::MemoryPlan plan = plan::plan_memory(inputs);
+  const int64_t device_capacity = device_total_memory(device);
+  const int64_t host_capacity = host_available_memory() / std::max(1, dist.local_world_size);
+  const plan::PlanVerdict verdict = plan::check_fit(plan, kind, device_capacity, host_capacity);
+  const int64_t capacity = kind == plan::DeviceKind::kCuda ? device_capacity : host_capacity;
+  const std::string table = plan::plan_table(plan, inputs, verdict, capacity);
+  if (!verdict.fits && !config.train.ignore_plan)
+    LT_FAIL("the memory plan predicts this job does not fit: {} (set train.ignore_plan=true to train anyway)\n{}",
+            verdict.reason, table);
+  if (!verdict.fits) LT_WARN("the memory plan predicts this job does not fit: {}; training anyway", verdict.reason);
+  if (leader()) LT_INFO("{}", table);
 }
 
 std::vector<at::Tensor> Trainer::Run::next_micro_batches() {
@@ -306,9 +328,15 @@ void Trainer::report_step(const StepResult& step, double tokens_per_s, ProgressL
   const config::JobConfig& config = r.config;
   const int64_t n = r.counters.step, total = config.train.steps;
   const double mfu = r.peak_flops > 0 ? tokens_per_s * r.flops_per_token / r.peak_flops : 0.0;
-  if (n % config.train.log_every == 0 || n == total || step.skipped)
+  if (n % config.train.log_every == 0 || n == total || step.skipped) {
+    MemoryPeaks peaks = peak_memory(r.device);
+    if (r.group) {
+      peaks.host_bytes = dist::all_reduce_max(*r.group, peaks.host_bytes, r.device);
+      peaks.device_bytes = dist::all_reduce_max(*r.group, peaks.device_bytes, r.device);
+    }
     r.metrics->write(TrainRecord{n, step.loss, step.lr, step.grad_norm, r.counters.tokens, tokens_per_s, mfu,
-                                 peak_memory_bytes(r.device), r.counters.elapsed_s, step.skipped});
+                                 peaks.host_bytes, peaks.device_bytes, r.counters.elapsed_s, step.skipped});
+  }
   if (config.train.eval_every > 0 && (n % config.train.eval_every == 0 || n == total) && r.validation_reader) {
     const EvalResult eval = evaluate();
     r.metrics->write(EvalRecord{n, eval.loss, eval.ppl, eval.tokens, std::nullopt});

@@ -357,7 +357,7 @@ JobConfig other_than_base() {
   c.train = {.steps = 10, .global_batch = 32, .micro_batch = 2, .precision = Precision::kBf16, .log_every = 2,
              .eval_every = 10, .eval_batches = 4, .seed = 3, .nan_policy = NanPolicy::kSkip,
              .max_skipped_steps = 5, .run_dir = "runs/other", .deterministic = true, .peak_flops = 1e15,
-             .cpu_threads = 4, .loss_chunk_tokens = 4096};
+             .cpu_threads = 4, .loss_chunk_tokens = 4096, .ignore_plan = true};
   c.checkpoint = {10, 3, "never", true};
   c.parallel = {Sharding::kNoShard, Backend::kGloo, 60};
   c.eval = {{512}, 32};

@@ -197,7 +197,7 @@ def test_torchrun_runs_longtune_train(tmp_path, longtune, data):
          longtune, "train", str(job)])
     train(longtune, job, 2, f"train.run_dir={tmp_path / 'ours'}")
     assert records(tmp_path / "torchrun") == [
-        {**r, **{k: records(tmp_path / "torchrun")[i][k] for k in ("tokens_per_s", "mfu", "elapsed_s", "peak_mem_bytes")}}
+        {**r, **{k: records(tmp_path / "torchrun")[i][k] for k in ("tokens_per_s", "mfu", "elapsed_s", "host_peak_bytes", "device_peak_bytes")}}
         for i, r in enumerate(records(tmp_path / "ours"))]
 
 
@@ -213,7 +213,7 @@ def test_two_launchers_rendezvous_as_two_nodes(tmp_path, longtune, data, four_ra
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert records(run_dir) == [{**r, **{k: records(run_dir)[i][k] for k in
-                                         ("tokens_per_s", "mfu", "elapsed_s", "peak_mem_bytes")}}
+                                         ("tokens_per_s", "mfu", "elapsed_s", "host_peak_bytes", "device_peak_bytes")}}
                                 for i, r in enumerate(records(four_ranks))]
 
 

@@ -17,7 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 
 TrainRecord train_record(int64_t step) {
-  return TrainRecord{step, 5.5 - 0.25 * double(step), 2e-5, 0.75, 1024 * step, 1234.56, 0.123456, 4096, 1.5, false};
+  return TrainRecord{step, 5.5 - 0.25 * double(step), 2e-5, 0.75, 1024 * step, 1234.56, 0.123456, 4096, 2048, 1.5, false};
 }
 
 TEST(MetricsLog, AppendsOneLinePerRecord) {
@@ -28,7 +28,8 @@ TEST(MetricsLog, AppendsOneLinePerRecord) {
   log.write(EvalRecord{1, 5.0, 148.4, 512, std::nullopt});
   EXPECT_EQ(testing::read_bytes(log.path()),
             "{\"kind\": \"train\", \"step\": 1, \"loss\": 5.25, \"lr\": 2e-05, \"grad_norm\": 0.75, \"tokens\": 1024, "
-            "\"tokens_per_s\": 1234.6, \"mfu\": 0.12346, \"peak_mem_bytes\": 4096, \"elapsed_s\": 1.500, "
+            "\"tokens_per_s\": 1234.6, \"mfu\": 0.12346, \"host_peak_bytes\": 4096, \"device_peak_bytes\": 2048, "
+            "\"elapsed_s\": 1.500, "
             "\"skipped\": false}\n"
             "{\"kind\": \"eval\", \"step\": 1, \"val_loss\": 5, \"val_ppl\": 148.4, \"val_tokens\": 512}\n");
   // Reopening appends.
@@ -62,7 +63,8 @@ TEST(MetricsReader, ReadsBackWhatTheWriterWrote) {
   EXPECT_EQ(r.lr, 2e-5);
   EXPECT_EQ(r.grad_norm, 0.75);
   EXPECT_EQ(r.tokens, 2048);
-  EXPECT_EQ(r.peak_mem_bytes, 4096);
+  EXPECT_EQ(r.host_peak_bytes, 4096);
+  EXPECT_EQ(r.device_peak_bytes, 2048);
   EXPECT_TRUE(r.skipped);
   EXPECT_FALSE(history.train[0].skipped);
   EXPECT_EQ(history.eval[0].val_ppl, 148.4);
