@@ -8,6 +8,7 @@
 
 #include "common/check.h"
 #include "model/hf_checkpoint.h"
+#include "dist/training_parameters.h"
 #include "trainer/model_source.h"
 
 namespace longtune::cli {
@@ -62,16 +63,50 @@ std::vector<std::vector<int64_t>> read_token_documents(const std::string& path, 
   return documents;
 }
 
-model::Llama load_model(const std::string& dir, const std::string& dtype, const std::string& rope_spec) {
+namespace {
+
+// The source of --model and its config with --rope-scaling applied.
+std::pair<trainer::ModelSource, model::ModelConfig> eval_source(const std::string& dir, const std::string& rope_spec) {
   const trainer::ModelSource source = trainer::resolve_model_source(dir);
   LT_CHECK(source.kind != trainer::ModelSource::Kind::kPreset, "--model {}: expected a model directory or a "
            "checkpoint, not a preset", dir);
   config::ModelSection section;
   if (!rope_spec.empty()) section.rope_scaling = model::parse_rope_spec(rope_spec);
-  const model::ModelConfig config = trainer::job_model_config(section, source, /*seq_len=*/0, /*tokenizer_vocab=*/0);
+  return {source, trainer::job_model_config(section, source, /*seq_len=*/0, /*tokenizer_vocab=*/0)};
+}
+
+}  // namespace
+
+model::Llama load_model(const std::string& dir, const std::string& dtype, const std::string& rope_spec) {
+  const auto [source, config] = eval_source(dir, rope_spec);
   model::Llama llama = trainer::build_model(config, source, model::dtype_from_name(dtype));
   llama->eval();
   return llama;
+}
+
+std::string eval_dtype(const std::string& dtype, const c10::Device& device) {
+  if (dtype != "auto") return dtype;
+  return device.is_cuda() ? "bfloat16" : "float32";
+}
+
+EvalModel load_eval_model(const std::string& dir, const std::string& dtype, const std::string& rope_spec,
+                          const c10::Device& device, dist::ProcessGroup* group) {
+  EvalModel out;
+  if (group == nullptr) {
+    out.llama = load_model(dir, dtype, rope_spec);
+    out.llama->to(device);
+    return out;
+  }
+  const auto [source, config] = eval_source(dir, rope_spec);
+  const at::ScalarType compute = model::dtype_from_name(dtype);
+  out.llama = model::Llama(config, model::ParameterOptions{model::ParameterInit::kHollow, compute});
+  // Evaluation keeps no fp32 masters: the shards are held in the compute dtype.
+  out.sharding = std::make_unique<dist::ShardedParameters>(*out.llama, dist::MixedPrecision{compute, compute},
+                                                           dist::ShardingStrategy::kFullShard, *group, device,
+                                                           /*prefetch=*/device.is_cuda());
+  dist::load_weights(*out.sharding, *trainer::open_weights(source, config, /*seed=*/0));
+  out.llama->eval();
+  return out;
 }
 
 }  // namespace longtune::cli

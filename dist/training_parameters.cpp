@@ -11,7 +11,7 @@
 namespace longtune::dist {
 
 LocalParameters::LocalParameters(model::LlamaImpl& model, MixedPrecision precision)
-    : model_(model), layout_(flat_units(model)), separate_master_(precision.master_dtype != precision.param_dtype) {
+    : layout_(flat_units(model)), separate_master_(precision.master_dtype != precision.param_dtype) {
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     const at::Tensor& param = item.value();
     LT_CHECK(param.scalar_type() == precision.param_dtype, "parameter {} is {}, but the precision policy computes in {}",

@@ -88,7 +88,6 @@ class LocalParameters final : public TrainingParameters {
   void load_masters(const std::function<at::Tensor(size_t index)>& value) override;
 
  private:
-  model::LlamaImpl& model_;
   std::vector<FlatUnit> layout_;
   std::vector<std::pair<std::string, at::Tensor>> model_params_;  // the model's own parameters
   std::vector<std::pair<std::string, at::Tensor>> master_;        // same tensors unless dtypes differ

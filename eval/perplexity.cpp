@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -23,23 +24,58 @@ PerplexityPartial& PerplexityPartial::operator+=(const PerplexityPartial& other)
 
 namespace {
 
-// The windows of the documents this rank scores, in document order.
-std::vector<data::EvalWindow> rank_windows(const data::TokenDocuments& documents, const PerplexityOptions& options,
-                                           int rank, int world, double* rank_documents) {
+// Every window of the first max_documents documents, in document order.
+std::vector<data::EvalWindow> all_windows(const data::TokenDocuments& documents, const PerplexityOptions& options) {
   uint64_t n = documents.num_documents();
   if (options.max_documents != 0) n = std::min(n, options.max_documents);
   std::vector<data::EvalWindow> windows;
-  *rank_documents = 0;
-  for (uint64_t doc = static_cast<uint64_t>(rank); doc < n; doc += static_cast<uint64_t>(world)) {
+  for (uint64_t doc = 0; doc < n; ++doc) {
     const uint64_t len = documents.document_length(doc);
     if (len == 0) continue;
     const auto doc_windows = options.mode == data::EvalMode::kSlidingWindow
                                  ? data::sliding_windows(doc, len, options.window, options.stride)
                                  : data::chunk_windows(doc, len, options.window);
     windows.insert(windows.end(), doc_windows.begin(), doc_windows.end());
-    *rank_documents += 1;
   }
   return windows;
+}
+
+// The rank that scores each window: costliest first, each to the least loaded rank (ties to the
+// lowest), so every rank computes the same split. A window of L input tokens costs L (6d + L):
+// per token about 24 d^2 FLOPs of matmuls and 4 L d of attention, over 4 d.
+std::vector<int> assign_windows(const std::vector<data::EvalWindow>& windows, int world, int64_t hidden) {
+  std::vector<double> cost(windows.size());
+  for (size_t i = 0; i < windows.size(); ++i) {
+    const double length = static_cast<double>(windows[i].end - windows[i].begin + 1);
+    cost[i] = length * (6.0 * static_cast<double>(hidden) + length);
+  }
+  std::vector<size_t> order(windows.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost[a] > cost[b]; });
+  std::vector<double> load(static_cast<size_t>(world), 0.0);
+  std::vector<int> owner(windows.size(), 0);
+  for (size_t i : order) {
+    const int rank = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = rank;
+    load[static_cast<size_t>(rank)] += cost[i];
+  }
+  return owner;
+}
+
+// Consecutive windows with the same input length, at most `batch` each: [first, last) indices.
+std::vector<std::pair<size_t, size_t>> batches_of(const std::vector<data::EvalWindow>& windows, int64_t batch) {
+  std::vector<std::pair<size_t, size_t>> batches;
+  size_t next = 0;
+  while (next < windows.size()) {
+    const uint64_t length = windows[next].end - windows[next].begin;
+    size_t end = next;
+    while (end < windows.size() && static_cast<int64_t>(end - next) < batch &&
+           windows[end].end - windows[end].begin == length)
+      ++end;
+    batches.emplace_back(next, end);
+    next = end;
+  }
+  return batches;
 }
 
 }  // namespace
@@ -50,22 +86,36 @@ PerplexityPartial evaluate_perplexity_partial(model::LlamaImpl& model, const dat
   LT_CHECK(world >= 1 && rank >= 0 && rank < world, "perplexity: rank {} is not in [0, world {})", rank, world);
   const auto start = std::chrono::steady_clock::now();
   PerplexityPartial partial;
-  const std::vector<data::EvalWindow> windows = rank_windows(documents, options, rank, world, &partial.documents);
-  if (windows.empty()) return partial;
+  const std::vector<data::EvalWindow> every = all_windows(documents, options);
+  const std::vector<int> owner = assign_windows(every, world, model.config().hidden_size);
+  std::vector<std::vector<data::EvalWindow>> per_rank(static_cast<size_t>(world));
+  for (size_t i = 0; i < every.size(); ++i) {
+    per_rank[static_cast<size_t>(owner[i])].push_back(every[i]);
+    // A document counts once: on the rank scoring its first window.
+    if (owner[i] == rank && (i == 0 || every[i - 1].doc != every[i].doc)) partial.documents += 1;
+  }
+  const std::vector<data::EvalWindow>& windows = per_rank[static_cast<size_t>(rank)];
+  const auto batches = batches_of(windows, options.batch);
+  // A sharded model gathers every unit in every forward: all ranks run as many as the busiest.
+  size_t passes = batches.size();
+  if (options.lockstep)
+    for (const auto& other : per_rank) passes = std::max(passes, batches_of(other, options.batch).size());
+  if (passes == 0) return partial;
   const at::Device device = model.parameters().front().device();
 
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
   ProgressLine progress(options.progress);
-  size_t next = 0;
-  while (next < windows.size()) {
-    // A batch of consecutive windows with the same input length.
+  for (size_t pass = 0; pass < passes; ++pass) {
+    if (pass >= batches.size()) {
+      // Nothing left here: a two-token placeholder keeps this rank in the others' collectives.
+      const at::Tensor ids = at::full({1, 2}, options.bos_id, at::TensorOptions().dtype(at::kLong).device(device));
+      model.token_nll(ids, at::full({1, 2}, -100, ids.options()), options.loss_chunk_rows);
+      continue;
+    }
+    const auto [next, end] = batches[pass];
     const uint64_t length = windows[next].end - windows[next].begin + 1;
-    size_t end = next;
-    while (end < windows.size() && static_cast<int64_t>(end - next) < options.batch &&
-           windows[end].end - windows[end].begin + 1 == length)
-      ++end;
     const int64_t rows = static_cast<int64_t>(end - next);
     std::vector<int64_t> inputs, labels;
     inputs.reserve(rows * length);
@@ -90,12 +140,11 @@ PerplexityPartial evaluate_perplexity_partial(model::LlamaImpl& model, const dat
       partial.tokens += count;
     }
     partial.windows += static_cast<double>(rows);
-    next = end;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     progress.update(fmt::format("eval W={} {} {}/{} windows | ppl so far {:.3f} | ETA {}", options.window,
-                                ProgressLine::bar(static_cast<double>(next) / windows.size()), next, windows.size(),
+                                ProgressLine::bar(static_cast<double>(end) / windows.size()), end, windows.size(),
                                 std::exp(partial.window_nll_sum / partial.windows),
-                                ProgressLine::duration(elapsed / next * (windows.size() - next))));
+                                ProgressLine::duration(elapsed / end * (windows.size() - end))));
   }
   progress.finish();
   if (was_training) model.train();

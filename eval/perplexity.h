@@ -2,10 +2,11 @@
 // stride S, BOS prepended, only the new tokens of each window scored; see data/eval_windows.h) or
 // plain non-overlapping chunks. PPL = exp(mean over windows of each window's mean NLL), as
 // jquesnelle/yarn's eval/perplexity.py reports it; the token-weighted figure comes alongside.
-// Windows of equal length are batched. Across ranks, rank r scores the documents with
-// index % world == r and returns additive partial sums; summing the partials of all ranks (an
-// all-reduce) and finalizing gives the single-process result. No process group here, and not the
-// training-time validation loss (trainer.cpp).
+// Windows of equal length are batched. Across ranks the windows (not the documents) are split by
+// cost, each rank returning additive partial sums; summing the partials of all ranks (an
+// all-reduce) and finalizing gives the single-process result. A sharded model (whose every forward
+// is a collective) runs in lockstep: ranks with fewer batches run placeholder forwards. No process
+// group here, and not the training-time validation loss (trainer.cpp).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -27,6 +28,7 @@ struct PerplexityOptions {
   uint64_t max_documents = 0;   // 0: all
   int64_t bos_id = 1;
   int64_t loss_chunk_rows = model::kLossChunkRows;  // positions per chunk of the fused head + loss
+  bool lockstep = false;        // every rank runs as many forward passes as the busiest one
   bool progress = true;
 };
 
@@ -53,7 +55,8 @@ struct PerplexityResult {
   double seconds = 0;            // wall time of this process's share (0 from finalize_perplexity)
 };
 
-// This rank's share: documents d (of the first max_documents) with d % world == rank. Runs in
+// This rank's share of the windows of the first max_documents documents: the costliest window
+// first, each to the least loaded rank (the same split on every rank). Runs in
 // no-grad eval mode on the model's device and dtype (logits upcast to fp32 for the loss). A rank
 // with no documents returns zeros. Throws longtune::Error on bad options or rank/world.
 PerplexityPartial evaluate_perplexity_partial(model::LlamaImpl& model, const data::TokenDocuments& documents,

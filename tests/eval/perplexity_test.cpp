@@ -1,5 +1,7 @@
 // eval/perplexity: the rank split. Partial sums over world = 1, 2, 3 ranks add up to the
-// single-process result; finalize_perplexity's arithmetic; bad rank/world arguments.
+// single-process result, with a whole model per rank and with the model sharded full_shard over
+// Gloo ranks in lockstep (greedy decoding with the KV cache too); windows are split by cost;
+// finalize_perplexity's arithmetic; bad rank/world arguments.
 #include "eval/perplexity.h"
 
 #include <ATen/ATen.h>
@@ -7,6 +9,11 @@
 
 #include <cmath>
 
+#include "dist/fsdp.h"
+#include "dist/training_parameters.h"
+#include "eval/greedy_decode.h"
+#include "model/weight_source.h"
+#include "tests/dist_support.h"
 #include "tests/test_support.h"
 
 namespace longtune::eval {
@@ -72,6 +79,52 @@ TEST(Perplexity, PartialsOverRanksCombineToTheSingleProcessResult) {
       }
     }
   }
+}
+
+// Every rank holds 1/world of the model; the ranks' windows differ, yet every forward gathers
+// every unit together. The all-reduced partials equal one process with the whole model.
+TEST(Perplexity, ShardedModelInLockstepEqualsTheSingleProcessResult) {
+  model::Llama reference = make_model();
+  const data::InMemoryDocuments docs = make_documents();
+  const PerplexityResult single = evaluate_perplexity(*reference, docs, options(2));
+  const std::vector<int64_t> prompt = {1, 17, 29, 301, 44, 5};
+  const GreedyOutput decoded = greedy_decode(*reference, prompt, 6);
+  for (int world : {2, 3, 8}) {  // 8 ranks: more ranks than some documents have windows
+    std::vector<PerplexityPartial> parts(world);
+    std::vector<std::vector<int64_t>> generated(world);
+    dist::run_ranks(world, [&](int rank, dist::ProcessGroup& group) {
+      model::Llama hollow(reference->config(), model::ParameterOptions{model::ParameterInit::kHollow, at::kFloat});
+      dist::ShardedParameters sharded(*hollow, {at::kFloat, at::kFloat}, dist::ShardingStrategy::kFullShard, group,
+                                      c10::Device(c10::kCPU), /*prefetch=*/false);
+      dist::load_weights(sharded, model::ModuleWeights(*reference));
+      PerplexityOptions o = options(2);
+      o.lockstep = true;
+      parts[rank] = evaluate_perplexity_partial(*hollow, docs, o, rank, world);
+      generated[rank] = greedy_decode(*hollow, prompt, 6).tokens;
+    });
+    PerplexityPartial total;
+    for (const PerplexityPartial& part : parts) total += part;
+    const PerplexityResult combined = finalize_perplexity(total);
+    EXPECT_EQ(combined.windows, single.windows) << "world " << world;
+    EXPECT_EQ(combined.documents, single.documents) << "world " << world;
+    EXPECT_NEAR(combined.ppl, single.ppl, 1e-6 * single.ppl) << "world " << world;
+    EXPECT_NEAR(combined.token_ppl, single.token_ppl, 1e-6 * single.token_ppl) << "world " << world;
+    for (int rank = 0; rank < world; ++rank) EXPECT_EQ(generated[rank], decoded.tokens) << "rank " << rank;
+  }
+}
+
+// The split is by cost, not by document: one long document's windows spread over every rank.
+TEST(Perplexity, WindowsOfOneLongDocumentAreSpreadOverTheRanks) {
+  model::Llama m = make_model();
+  const data::InMemoryDocuments docs(std::vector<std::vector<int64_t>>{std::vector<int64_t>(200, 9), {4, 5, 6}});
+  PerplexityPartial total;
+  for (int rank = 0; rank < 3; ++rank) {
+    const PerplexityPartial part = evaluate_perplexity_partial(*m, docs, options(1), rank, 3);
+    EXPECT_GE(part.windows, 7) << "rank " << rank;  // 23 windows of the long document, about 8 each
+    total += part;
+  }
+  EXPECT_EQ(total.documents, 2);
+  EXPECT_EQ(total.tokens, 203);
 }
 
 TEST(Perplexity, RankWithoutDocumentsReturnsZeros) {
