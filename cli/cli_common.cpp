@@ -1,6 +1,9 @@
 #include "cli/cli_common.h"
 
 #include <ATen/ATen.h>
+#include <CLI/CLI.hpp>
+
+#include <chrono>
 
 #include <fstream>
 #include <sstream>
@@ -9,6 +12,7 @@
 #include "common/check.h"
 #include "model/hf_checkpoint.h"
 #include "dist/training_parameters.h"
+#include "trainer/device.h"
 #include "trainer/model_source.h"
 
 namespace longtune::cli {
@@ -82,6 +86,32 @@ model::Llama load_model(const std::string& dir, const std::string& dtype, const 
   model::Llama llama = trainer::build_model(config, source, model::dtype_from_name(dtype));
   llama->eval();
   return llama;
+}
+
+void add_eval_launch_options(CLI::App& command, EvalLaunchArgs& args) {
+  command.add_option("--dtype", args.dtype, "compute dtype: auto (bfloat16 on a GPU, float32 on the CPU)|float32|bfloat16")
+      ->capture_default_str();
+  command.add_option("--sharding", args.sharding,
+                     "under a launcher: full_shard (each rank holds 1/world of the model) or no_shard (a copy each)")
+      ->capture_default_str();
+  command.add_option("--collective-timeout", args.collective_timeout_s,
+                     "seconds before a collective that does not complete fails (under a launcher)")
+      ->capture_default_str();
+}
+
+EvalSetup setup_eval(const std::string& model_dir, const std::string& rope_spec, const EvalLaunchArgs& args) {
+  LT_CHECK(args.sharding == "full_shard" || args.sharding == "no_shard",
+           "--sharding must be full_shard or no_shard, got '{}'", args.sharding);
+  LT_CHECK(args.collective_timeout_s > 0, "--collective-timeout must be > 0 seconds, got {}", args.collective_timeout_s);
+  EvalSetup setup;
+  setup.env = dist::read_dist_env();
+  setup.device = trainer::pick_device(setup.env.local_rank);
+  if (setup.env.distributed())
+    setup.group = dist::ProcessGroup::create(setup.env, setup.device, dist::Backend::kAuto,
+                                             std::chrono::seconds(args.collective_timeout_s));
+  setup.model = load_eval_model(model_dir, eval_dtype(args.dtype, setup.device), rope_spec, setup.device,
+                                args.sharding == "full_shard" ? setup.group.get() : nullptr);
+  return setup;
 }
 
 std::string eval_dtype(const std::string& dtype, const c10::Device& device) {

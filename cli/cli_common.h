@@ -10,9 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "dist/dist_env.h"
 #include "dist/fsdp.h"
 #include "dist/process_group.h"
 #include "model/llama.h"
+
+namespace CLI {
+class App;
+}
 
 namespace longtune::cli {
 
@@ -41,5 +46,23 @@ struct EvalModel {
 };
 EvalModel load_eval_model(const std::string& dir, const std::string& dtype, const std::string& rope_spec,
                           const c10::Device& device, dist::ProcessGroup* group);
+
+// The options every `eval` command takes for its dtype and for running under a launcher.
+struct EvalLaunchArgs {
+  std::string dtype = "auto";
+  std::string sharding = "full_shard";
+  int64_t collective_timeout_s = 1800;
+};
+void add_eval_launch_options(CLI::App& command, EvalLaunchArgs& args);
+
+// An eval command's process: its rank (a process group under a launcher), device and model.
+struct EvalSetup {
+  dist::DistEnv env;
+  c10::Device device{c10::kCPU};
+  std::unique_ptr<dist::ProcessGroup> group;  // null for one process
+  EvalModel model;
+  bool leader() const { return env.rank == 0; }
+};
+EvalSetup setup_eval(const std::string& model_dir, const std::string& rope_spec, const EvalLaunchArgs& args);
 
 }  // namespace longtune::cli

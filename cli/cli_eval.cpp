@@ -37,9 +37,7 @@ struct PerplexityArgs {
   std::string tokens_file;
   int64_t seq_len = 0;
   std::string rope;
-  std::string dtype = "auto";
-  int64_t collective_timeout_s = 1800;
-  std::string sharding = "full_shard";
+  EvalLaunchArgs launch;
   // document mode (prepared split or --tokens with --window/--windows)
   std::string data_dir;
   std::string split = "test";
@@ -88,19 +86,12 @@ void run_document_perplexity(const PerplexityArgs& args) {
   // Under a launcher the model is sharded full_shard over the ranks (or, with --sharding no_shard,
   // every rank holds it whole), the windows are split over the ranks by cost, and the partial sums
   // are all-reduced; rank 0 prints and writes the result.
-  LT_CHECK(args.sharding == "full_shard" || args.sharding == "no_shard",
-           "--sharding must be full_shard or no_shard, got '{}'", args.sharding);
-  LT_CHECK(args.collective_timeout_s > 0, "--collective-timeout must be > 0 seconds, got {}", args.collective_timeout_s);
-  const dist::DistEnv env = dist::read_dist_env();
-  const c10::Device device = trainer::pick_device(env.local_rank);
-  std::unique_ptr<dist::ProcessGroup> group;
-  if (env.distributed())
-    group = dist::ProcessGroup::create(env, device, dist::Backend::kAuto,
-                                       std::chrono::seconds(args.collective_timeout_s));
-  const bool leader = env.rank == 0;
-  const EvalModel eval_model = load_eval_model(args.model_dir, eval_dtype(args.dtype, device), args.rope, device,
-                                               args.sharding == "full_shard" ? group.get() : nullptr);
-  model::Llama llama = eval_model.llama;
+  const EvalSetup setup = setup_eval(args.model_dir, args.rope, args.launch);
+  const dist::DistEnv& env = setup.env;
+  const c10::Device& device = setup.device;
+  const std::unique_ptr<dist::ProcessGroup>& group = setup.group;
+  const bool leader = setup.leader();
+  model::Llama llama = setup.model.llama;
   const EvalDocuments docs = open_documents(args, llama->config());
   std::vector<int64_t> windows = args.windows;
   if (args.window > 0) windows.insert(windows.begin(), args.window);
@@ -114,7 +105,7 @@ void run_document_perplexity(const PerplexityArgs& args) {
   options.max_documents = args.max_documents;
   options.bos_id = docs.bos_id;
   options.progress = !args.quiet && leader;
-  options.lockstep = eval_model.sharded();
+  options.lockstep = setup.model.sharded();
   eval::PerplexityReport report;
   LT_CHECK(args.stride_fraction >= 0 && args.stride_fraction < 1, "--stride-fraction must be in [0, 1), got {}",
            args.stride_fraction);
@@ -156,7 +147,7 @@ void run_document_perplexity(const PerplexityArgs& args) {
 }
 
 void run_plain_perplexity(const PerplexityArgs& args) {
-  model::Llama llama = load_model(args.model_dir, eval_dtype(args.dtype, c10::Device(c10::kCPU)), args.rope);
+  model::Llama llama = load_model(args.model_dir, eval_dtype(args.launch.dtype, c10::Device(c10::kCPU)), args.rope);
   at::Tensor tokens = read_token_file(args.tokens_file, llama->config().vocab_size);
   const int64_t n = tokens.numel();
   const int64_t window = args.seq_len > 0 ? args.seq_len : n;
@@ -222,14 +213,7 @@ void add_eval_command(CLI::App& app) {
   ppl->add_option("--tokens", args->tokens_file, "file of whitespace-separated token ids (one document per line)");
   ppl->add_option("--seq-len", args->seq_len, "plain --tokens mode: window length (default: the whole file)");
   ppl->add_option("--rope-scaling", args->rope, "override RoPE scaling: TYPE:FACTOR[:ORIGINAL], e.g. linear:4");
-  ppl->add_option("--dtype", args->dtype, "compute dtype: auto (bfloat16 on a GPU, float32 on the CPU)|float32|bfloat16")
-      ->capture_default_str();
-  ppl->add_option("--sharding", args->sharding,
-                  "under a launcher: full_shard (each rank holds 1/world of the model) or no_shard (a copy each)")
-      ->capture_default_str();
-  ppl->add_option("--collective-timeout", args->collective_timeout_s,
-                  "seconds before a collective that does not complete fails (under a launcher)")
-      ->capture_default_str();
+  add_eval_launch_options(*ppl, args->launch);
   ppl->callback([args] { run_perplexity(*args); });
   add_eval_passkey_command(*eval);
 }

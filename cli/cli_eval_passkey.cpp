@@ -29,7 +29,7 @@ struct PasskeyArgs {
   std::string model_dir;
   std::string tokenizer;
   std::string rope;
-  std::string dtype = "float32";
+  EvalLaunchArgs launch;
   std::string out;
   std::string plot;
   std::string label;
@@ -72,10 +72,23 @@ void plot_accuracy(const eval::PasskeyResult& r, const fs::path& png, const std:
 
 void run_passkey(PasskeyArgs args) {
   const data::Tokenizer tokenizer(tokenizer_path(args));
-  model::Llama llama = load_model(args.model_dir, args.dtype, args.rope);
-  llama->to(trainer::pick_device());
-  args.options.progress = !args.quiet;
-  const eval::PasskeyResult r = eval::evaluate_passkey(*llama, tokenizer, args.options);
+  // Under a launcher the trials are split over the ranks (the model sharded unless --sharding
+  // no_shard) and every rank's answers are gathered; rank 0 reports.
+  const EvalSetup setup = setup_eval(args.model_dir, args.rope, args.launch);
+  args.options.progress = !args.quiet && setup.leader();
+  args.options.lockstep = setup.model.sharded();
+  eval::ShareGenerated share;
+  if (setup.group)
+    share = [&setup](const std::vector<std::vector<int64_t>>& mine) {
+      std::vector<std::vector<std::vector<int64_t>>> all;
+      for (const std::string& answers : setup.group->all_gather_strings("eval_passkey_answers", nlohmann::json(mine).dump()))
+        all.push_back(nlohmann::json::parse(answers).get<std::vector<std::vector<int64_t>>>());
+      return all;
+    };
+  model::Llama llama = setup.model.llama;
+  const eval::PasskeyResult r = eval::evaluate_passkey(*llama, tokenizer, args.options, setup.env.rank,
+                                                       setup.env.world_size, share);
+  if (!setup.leader()) return;
   LT_INFO("eval passkey L'={}: k_max {} (mean accuracy {:.3f}) in {:.1f} s", r.length, r.k_max, r.mean_accuracy,
           r.seconds);
   const eval::PasskeyReport report = report_of(r, args);
@@ -97,7 +110,7 @@ void add_eval_passkey_command(CLI::App& eval) {
       ->required();
   cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.model, tokenizer.json or a model directory (default: the model's own)");
   cmd->add_option("--rope-scaling", args->rope, "override RoPE scaling: TYPE:FACTOR[:ORIGINAL], e.g. linear:4");
-  cmd->add_option("--dtype", args->dtype, "compute dtype: float32|bfloat16")->capture_default_str();
+  add_eval_launch_options(*cmd, args->launch);
   cmd->add_option("--length", args->options.length, "prompt length L' in tokens incl. BOS (default: the model's window)");
   cmd->add_option("--distances", args->options.num_distances, "number of distances k over (0, L']")
       ->capture_default_str();

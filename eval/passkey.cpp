@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <optional>
+#include <utility>
 #include <cmath>
 #include <random>
 
@@ -57,21 +58,24 @@ double passkey_digit_accuracy(int64_t key, const std::optional<int64_t>& answer)
 }
 
 PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& tokenizer,
-                               const PasskeyOptions& options) {
+                               const PasskeyOptions& options, int rank, int world, const ShareGenerated& share) {
   const auto start = std::chrono::steady_clock::now();
   PasskeyResult result;
   result.length = options.length > 0 ? options.length : model.config().max_position_embeddings;
   LT_CHECK(options.trials >= 1, "passkey: trials must be >= 1, got {}", options.trials);
   LT_CHECK(options.max_new_tokens >= 1, "passkey: max_new_tokens must be >= 1, got {}", options.max_new_tokens);
+  LT_CHECK(world >= 1 && rank >= 0 && rank < world, "passkey: rank {} is not in [0, world {})", rank, world);
+  LT_CHECK(world == 1 || share, "passkey: {} ranks need a way to share their answers", world);
   LT_CHECK(tokenizer.vocab_size() <= model.config().vocab_size,
            "passkey: the tokenizer {} has {} pieces, more than the model's vocabulary of {}",
            tokenizer.path().string(), tokenizer.vocab_size(), model.config().vocab_size);
   const std::vector<int64_t> grid = passkey_distances(result.length, options.num_distances);
-  ProgressLine progress(options.progress);
-  const int64_t total = static_cast<int64_t>(grid.size()) * options.trials;
-  std::vector<double> accuracy;
+
+  // Every rank builds every prompt (each fitted from the previous one at its distance, so the
+  // prompts do not depend on the split), then decodes trials i with i % world == rank.
+  std::vector<PasskeyTrial> trials;
+  std::vector<std::vector<int64_t>> prompts;
   for (size_t g = 0; g < grid.size(); ++g) {
-    PasskeyDistance at_k{grid[g], 0, 0, options.trials, 0, 0};
     std::optional<PasskeyPrompt> previous;  // the filler lengths of the last key at this distance
     for (int64_t t = 0; t < options.trials; ++t) {
       PasskeyTrial trial;
@@ -83,8 +87,48 @@ PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& t
       trial.prefix_chars = prompt.prefix_chars;
       trial.suffix_chars = prompt.suffix_chars;
       trial.prompt_tokens = static_cast<int64_t>(prompt.ids.size());
+      prompts.push_back(prompt.ids);
       previous = prompt;
-      trial.generated = greedy_decode(model, prompt.ids, options.max_new_tokens, tokenizer.eos_id()).tokens;
+      trials.push_back(std::move(trial));
+    }
+  }
+  const size_t total = trials.size(), ranks = static_cast<size_t>(world), me = static_cast<size_t>(rank);
+  // A sharded model's forwards are collective: every rank decodes as many trials as rank 0, each for
+  // exactly max_new_tokens steps.
+  const size_t mine = (total + ranks - 1 - me) / ranks, most = (total + ranks - 1) / ranks;
+  const size_t decodes = options.lockstep ? most : mine;
+  std::vector<std::vector<int64_t>> generated;
+  ProgressLine progress(options.progress);
+  for (size_t n = 0; n < decodes; ++n) {
+    const size_t i = n * ranks + me;
+    if (n >= mine) {
+      greedy_decode(model, {tokenizer.bos_id()}, options.max_new_tokens, -1);  // a placeholder
+      continue;
+    }
+    generated.push_back(
+        greedy_decode(model, prompts[i], options.max_new_tokens, tokenizer.eos_id(), options.lockstep).tokens);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    progress.update(fmt::format("passkey {} {}/{} on this rank | k={} | ETA {}",
+                                ProgressLine::bar(static_cast<double>(n + 1) / mine), n + 1, mine,
+                                trials[i].target_distance,
+                                ProgressLine::duration(elapsed / (n + 1) * (mine - n - 1))));
+  }
+  progress.finish();
+  const std::vector<std::vector<std::vector<int64_t>>> by_rank =
+      world == 1 ? std::vector<std::vector<std::vector<int64_t>>>{generated} : share(generated);
+  LT_CHECK(by_rank.size() == ranks, "passkey: answers from {} ranks, expected {}", by_rank.size(), world);
+  for (size_t i = 0; i < total; ++i) {
+    const auto& from = by_rank[i % ranks];
+    LT_CHECK(i / ranks < from.size(), "passkey: rank {} sent {} answers, fewer than its trials", i % ranks,
+             from.size());
+    trials[i].generated = from[i / ranks];
+  }
+
+  std::vector<double> accuracy;
+  for (size_t g = 0; g < grid.size(); ++g) {
+    PasskeyDistance at_k{grid[g], 0, 0, options.trials, 0, 0};
+    for (int64_t t = 0; t < options.trials; ++t) {
+      PasskeyTrial& trial = trials[g * static_cast<size_t>(options.trials) + static_cast<size_t>(t)];
       // A model's vocabulary may be padded past the tokenizer's: such an id has no text (as HF's
       // fast tokenizers decode it), so it only makes the answer wrong.
       std::vector<int32_t> text_ids;
@@ -97,12 +141,6 @@ PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& t
       at_k.digit_accuracy += trial.digit_accuracy / static_cast<double>(options.trials);
       at_k.successes += trial.success ? 1 : 0;
       at_k.mean_distance += static_cast<double>(trial.distance) / static_cast<double>(options.trials);
-      result.trials.push_back(std::move(trial));
-      const int64_t done = static_cast<int64_t>(result.trials.size());
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      progress.update(fmt::format("passkey {} {}/{} | k={} {}/{} so far | ETA {}",
-                                  ProgressLine::bar(static_cast<double>(done) / total), done, total, grid[g],
-                                  at_k.successes, t + 1, ProgressLine::duration(elapsed / done * (total - done))));
     }
     at_k.accuracy = static_cast<double>(at_k.successes) / static_cast<double>(at_k.trials);
     accuracy.push_back(at_k.accuracy);
@@ -110,7 +148,7 @@ PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& t
     result.mean_digit_accuracy += at_k.digit_accuracy / static_cast<double>(grid.size());
     result.distances.push_back(at_k);
   }
-  progress.finish();
+  result.trials = std::move(trials);
   result.k_max = passkey_k_max(grid, accuracy, options.threshold);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

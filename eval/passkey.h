@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@ struct PasskeyOptions {
   double threshold = 0.2;       // success rate that counts a distance as retrieved
   uint64_t seed = 0;
   bool progress = true;
+  bool lockstep = false;        // every rank runs as many decodes, of max_new_tokens steps each
 };
 
 struct PasskeyTrial {
@@ -77,8 +79,15 @@ int64_t passkey_k_max(const std::vector<int64_t>& distances, const std::vector<d
 // Not the paper's metric: it shows partial retrieval where exact retrieval fails.
 double passkey_digit_accuracy(int64_t key, const std::optional<int64_t>& answer);
 
-// Runs every trial on the model's device. The tokenizer must be the one the model was trained with.
+// Takes this rank's generated ids of its trials (in order) and returns every rank's, in rank order.
+using ShareGenerated =
+    std::function<std::vector<std::vector<std::vector<int64_t>>>(const std::vector<std::vector<int64_t>>& mine)>;
+
+// Runs the trials on the model's device. The tokenizer must be the one the model was trained with.
+// Over `world` ranks each decodes the trials i with i % world == rank (in grid order), `share`
+// exchanges the answers, and every rank returns the whole result, equal to one process's.
 PasskeyResult evaluate_passkey(model::LlamaImpl& model, const data::Tokenizer& tokenizer,
-                               const PasskeyOptions& options);
+                               const PasskeyOptions& options, int rank = 0, int world = 1,
+                               const ShareGenerated& share = {});
 
 }  // namespace longtune::eval

@@ -73,6 +73,10 @@ TEST(GreedyDecode, StopsAfterTheStopToken) {
   const size_t expected = static_cast<size_t>(first - free_run.tokens.begin()) + 1;
   EXPECT_EQ(stopped.tokens, std::vector<int64_t>(free_run.tokens.begin(), free_run.tokens.begin() + expected));
   EXPECT_EQ(stopped.logits.size(0), static_cast<int64_t>(expected));
+  // Running every step regardless (a sharded model's lockstep) returns the same output.
+  const GreedyOutput every = greedy_decode(*m, prompt, 6, free_run.tokens[2], /*every_step=*/true);
+  EXPECT_EQ(every.tokens, stopped.tokens);
+  EXPECT_TRUE(at::equal(every.logits, stopped.logits));
 }
 
 TEST(GreedyDecode, RejectsEmptyPromptAndNoTokens) {

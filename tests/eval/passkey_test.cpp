@@ -1,5 +1,6 @@
 // eval/passkey: the distance grid, the k_max rule, seeded keys, and a whole evaluation on a tiny
-// random model (prompts of the requested length, keys at the requested distances, reproducible).
+// random model (prompts of the requested length, keys at the requested distances, reproducible),
+// and the same evaluation split over Gloo ranks, whole or sharded in lockstep, equal to one process.
 #include "eval/passkey.h"
 
 #include <ATen/ATen.h>
@@ -7,8 +8,12 @@
 
 #include <set>
 
-#include "tests/test_support.h"
+#include "dist/fsdp.h"
+#include "dist/training_parameters.h"
 #include "eval/passkey_prompt.h"
+#include "model/weight_source.h"
+#include "tests/dist_support.h"
+#include "tests/test_support.h"
 
 namespace longtune::eval {
 namespace {
@@ -62,8 +67,8 @@ TEST(Passkey, KeysAreSeededFiveDigitNumbers) {
   testing::expect_error([] { passkey_key(0, 0, 0, 0); }, {"key digits"});
 }
 
-TEST(Passkey, EvaluatesATinyModelReproducibly) {
-  testing::TempDir dir;
+// A SentencePiece tokenizer trained on passkey prompts, in `dir`.
+data::Tokenizer passkey_tokenizer(testing::TempDir& dir) {
   std::string text;
   for (int i = 0; i < 40; ++i)
     text += passkey_prompt_text(static_cast<size_t>(i * 29), static_cast<size_t>(i * 13), 10000 + i * 2011) + " " +
@@ -74,16 +79,25 @@ TEST(Passkey, EvaluatesATinyModelReproducibly) {
   topt.vocab_size = 400;
   topt.output_prefix = dir.path() / "tok";
   data::train_tokenizer(topt);
-  const data::Tokenizer tokenizer(dir.path() / "tok.model");
+  return data::Tokenizer(dir.path() / "tok.model");
+}
 
+PasskeyOptions small_options(int64_t length, int64_t distances, int64_t trials, int64_t max_new_tokens) {
+  PasskeyOptions options;
+  options.length = length;
+  options.num_distances = distances;
+  options.trials = trials;
+  options.max_new_tokens = max_new_tokens;
+  options.progress = false;
+  return options;
+}
+
+TEST(Passkey, EvaluatesATinyModelReproducibly) {
+  testing::TempDir dir;
+  const data::Tokenizer tokenizer = passkey_tokenizer(dir);
   at::manual_seed(0);
   model::Llama m(model::model_preset("tiny"));
-  PasskeyOptions options;
-  options.length = 120;
-  options.num_distances = 4;
-  options.trials = 2;
-  options.max_new_tokens = 3;
-  options.progress = false;
+  PasskeyOptions options = small_options(120, 4, 2, 3);
   const PasskeyResult a = evaluate_passkey(*m, tokenizer, options);
   ASSERT_EQ(a.distances.size(), 4u);
   ASSERT_EQ(a.trials.size(), 8u);
@@ -109,6 +123,64 @@ TEST(Passkey, EvaluatesATinyModelReproducibly) {
   }
   options.seed = 1;
   EXPECT_NE(evaluate_passkey(*m, tokenizer, options).trials[0].key, a.trials[0].key);
+}
+
+TEST(Passkey, RanksWholeOrShardedInLockstepEqualOneProcess) {
+  testing::TempDir dir;
+  const data::Tokenizer tokenizer = passkey_tokenizer(dir);
+  at::manual_seed(1);
+  model::Llama reference(model::model_preset("tiny"));
+  const PasskeyOptions options = small_options(100, 3, 3, 4);  // 9 trials: uneven over 2 and 4 ranks
+  const PasskeyResult single = evaluate_passkey(*reference, tokenizer, options);
+  for (bool sharded : {false, true}) {
+    for (int world : {2, 4}) {
+      std::vector<PasskeyResult> results(world);
+      dist::run_ranks(world, [&](int rank, dist::ProcessGroup& group) {
+        model::Llama hollow(reference->config(), model::ParameterOptions{model::ParameterInit::kHollow, at::kFloat});
+        std::unique_ptr<dist::ShardedParameters> sharding;
+        if (sharded) {
+          sharding = std::make_unique<dist::ShardedParameters>(*hollow, dist::MixedPrecision{at::kFloat, at::kFloat},
+                                                               dist::ShardingStrategy::kFullShard, group,
+                                                               c10::Device(c10::kCPU), /*prefetch=*/false);
+          dist::load_weights(*sharding, model::ModuleWeights(*reference));
+        }
+        PasskeyOptions o = options;
+        o.lockstep = sharded;
+        // Each rank's answers through the group, as the CLI shares them.
+        const ShareGenerated share = [&group](const std::vector<std::vector<int64_t>>& mine) {
+          std::string flat;
+          for (const auto& answer : mine) {
+            for (int64_t id : answer) flat += std::to_string(id) + " ";
+            flat += ";";
+          }
+          std::vector<std::vector<std::vector<int64_t>>> all;
+          for (const std::string& text : group.all_gather_strings("passkey_test", flat)) {
+            std::vector<std::vector<int64_t>> answers(1);
+            std::string number;
+            for (char c : text) {
+              if (c == ';') answers.emplace_back();
+              else if (c == ' ') answers.back().push_back(std::stoll(number)), number.clear();
+              else number += c;
+            }
+            answers.pop_back();
+            all.push_back(answers);
+          }
+          return all;
+        };
+        results[rank] = evaluate_passkey(sharded ? *hollow : *reference, tokenizer, o, rank, world, share);
+      });
+      for (int rank = 0; rank < world; ++rank) {
+        SCOPED_TRACE(::testing::Message() << (sharded ? "sharded" : "whole") << " world " << world << " rank " << rank);
+        ASSERT_EQ(results[rank].trials.size(), single.trials.size());
+        for (size_t i = 0; i < single.trials.size(); ++i) {
+          EXPECT_EQ(results[rank].trials[i].generated, single.trials[i].generated) << "trial " << i;
+          EXPECT_EQ(results[rank].trials[i].key, single.trials[i].key);
+        }
+        EXPECT_EQ(results[rank].k_max, single.k_max);
+        EXPECT_EQ(results[rank].mean_accuracy, single.mean_accuracy);
+      }
+    }
+  }
 }
 
 }  // namespace
