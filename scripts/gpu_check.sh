@@ -4,7 +4,8 @@
 # but without our Debian libraries can run it; otherwise builds with scripts/build.sh. Runs the CUDA
 # unit tests, then trains configs/gpu_check.yaml in bf16 (with and without activation checkpointing)
 # and fp32, then sharded (full_shard) through NCCL at world size 1 and through Gloo with two
-# processes sharing the GPU, and writes logs and metrics under OUT_DIR; prints a summary table last.
+# processes sharing the GPU, and writes logs and metrics under OUT_DIR; prints a summary table last,
+# with each run's device peak beside `longtune plan`'s prediction for it.
 set -uo pipefail
 OUT="${1:?usage: $0 OUT_DIR}"
 cd "$(dirname "$0")/.."
@@ -41,6 +42,8 @@ run() {  # name, extra --set arguments
     > "$OUT/$name.log" 2>&1
   echo "$name exit $?"
   cp "runs/gpu/$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
+  "$BIN/longtune" plan configs/gpu_check.yaml --set "train.run_dir=runs/gpu/$name" "$@" --single-process \
+    --device cuda --json > "$OUT/$name.plan.json" 2>> "$OUT/$name.log"
 }
 echo "== training"
 run bf16_mixed
@@ -58,6 +61,8 @@ launched() {  # name, ranks, extra --set arguments
     --set parallel.sharding=full_shard "$@" > "$OUT/$name.log" 2>&1
   echo "$name exit $?"
   cp "runs/gpu/$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
+  "$BIN/longtune" plan configs/gpu_check.yaml --set "train.run_dir=runs/gpu/$name" --set parallel.sharding=full_shard \
+    "$@" --nproc-per-node "$ranks" --device cuda --json > "$OUT/$name.plan.json" 2>> "$OUT/$name.log"
 }
 echo "== sharded training"
 launched nccl_full_shard_1 1
@@ -67,14 +72,26 @@ echo "== summary (median over steps after the first 5)"
 python3 - "$OUT" <<'PY'
 import json, statistics, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-print(f"{'run':<18}{'tok/s':>10}{'MFU %':>8}{'peak GiB':>10}{'loss first':>12}{'loss last':>11}{'val ppl':>9}")
+# The plan's device peak less what lies outside the caching allocator (its "CUDA context" item), so
+# it compares with the allocator's measured peak.
+def planned(name):
+    path = out / f"{name}.plan.json"
+    if not path.exists() or not path.read_text().strip(): return float("nan")
+    plan = json.loads(path.read_text())
+    outside = sum(i["device_bytes"] for i in plan["items"] if i["name"] == "CUDA context")
+    return (plan["device_peak_bytes_per_rank"] - outside) / 2**30
+print(f"{'run':<18}{'tok/s':>10}{'MFU %':>8}{'peak GiB':>10}{'plan GiB':>10}{'plan/peak':>10}{'loss first':>12}"
+      f"{'loss last':>11}{'val ppl':>9}")
 for f in sorted(out.glob("*.metrics.jsonl")):
     rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
     train = [r for r in rows if r["kind"] == "train"]
     ev = [r for r in rows if r["kind"] == "eval"]
     if not train: continue
     steady = train[5:] or train
-    print(f"{f.name.split('.')[0]:<18}{statistics.median(r['tokens_per_s'] for r in steady):>10.0f}"
-          f"{100*statistics.median(r['mfu'] for r in steady):>8.1f}{max(r['device_peak_bytes'] for r in train)/2**30:>10.2f}"
-          f"{train[0]['loss']:>12.4f}{train[-1]['loss']:>11.4f}{(ev[-1]['val_ppl'] if ev else float('nan')):>9.2f}")
+    name = f.name.split('.')[0]
+    peak = max(r['device_peak_bytes'] for r in train) / 2**30
+    plan = planned(name)
+    print(f"{name:<18}{statistics.median(r['tokens_per_s'] for r in steady):>10.0f}"
+          f"{100*statistics.median(r['mfu'] for r in steady):>8.1f}{peak:>10.2f}{plan:>10.2f}"
+          f"{(plan / peak if peak else float('nan')):>10.3f}{train[0]['loss']:>12.4f}{train[-1]['loss']:>11.4f}{(ev[-1]['val_ppl'] if ev else float('nan')):>9.2f}")
 PY
