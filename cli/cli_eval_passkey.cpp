@@ -83,6 +83,8 @@ void run_passkey(PasskeyArgs args) {
       std::vector<std::vector<std::vector<int64_t>>> all;
       for (const std::string& answers : setup.group->all_gather_strings("eval_passkey_answers", nlohmann::json(mine).dump()))
         all.push_back(nlohmann::json::parse(answers).get<std::vector<std::vector<int64_t>>>());
+      // Rank 0 may host the store the answers travel through: nobody leaves before all have read.
+      setup.group->barrier();
       return all;
     };
   model::Llama llama = setup.model.llama;

@@ -174,8 +174,15 @@ void Trainer::Run::check_memory_plan(const ModelSource& source) const {
                                                     group != nullptr, kind, source_weight_file_bytes(source));
   const plan::MemoryPlan plan = plan::plan_memory(inputs);
   const int64_t device_capacity = device_total_memory(device);
-  const int64_t host_capacity = host_available_memory() / std::max(1, dist.local_world_size);
-  const plan::PlanVerdict verdict = plan::check_fit(plan, kind, device_capacity, host_capacity);
+  // What is free now, plus what this process already holds (the plan counts its runtime too).
+  const int64_t host_capacity =
+      host_available_memory() / std::max(1, dist.local_world_size) + peak_memory(device).host_bytes;
+  plan::PlanVerdict verdict = plan::check_fit(plan, kind, device_capacity, host_capacity);
+  // Every rank decides the same, so none is left waiting in a collective for one that refused.
+  if (group && dist::all_reduce_max(*group, verdict.fits ? 0 : 1, device) != 0 && verdict.fits) {
+    verdict.fits = false;
+    verdict.reason = "the memory plan of another rank (see its log) predicts it does not fit";
+  }
   const int64_t capacity = kind == plan::DeviceKind::kCuda ? device_capacity : host_capacity;
   const std::string table = plan::plan_table(plan, inputs, verdict, capacity);
   if (!verdict.fits && !config.train.ignore_plan)
