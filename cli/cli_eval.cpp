@@ -48,6 +48,8 @@ struct PerplexityArgs {
   std::string mode = "sliding";
   int64_t batch = 1;
   uint64_t max_documents = 0;
+  uint64_t min_document_tokens = 0;
+  uint64_t truncate = 0;
   int64_t bos_id = -1;
   std::string out;
   bool quiet = false;
@@ -102,7 +104,7 @@ void run_document_perplexity(const PerplexityArgs& args) {
   options.mode = args.mode == "sliding" ? data::EvalMode::kSlidingWindow : data::EvalMode::kChunks;
   options.stride = args.stride;
   options.batch = args.batch;
-  options.max_documents = args.max_documents;
+  options.documents = {args.max_documents, args.min_document_tokens, args.truncate};
   options.bos_id = docs.bos_id;
   options.progress = !args.quiet && leader;
   options.lockstep = setup.model.sharded();
@@ -139,6 +141,10 @@ void run_document_perplexity(const PerplexityArgs& args) {
     report.ranks = env.world_size;
     report.rope_scaling = args.rope.empty() ? "model's own" : args.rope;
     report.documents = docs.description;
+    if (args.min_document_tokens > 0)
+      report.documents += fmt::format(", documents of at least {} tokens", args.min_document_tokens);
+    if (args.max_documents > 0) report.documents += fmt::format(", the first {}", args.max_documents);
+    if (args.truncate > 0) report.documents += fmt::format(", each read to its first {} tokens", args.truncate);
     report.protocol = args.mode == "sliding"
                           ? "sliding window, BOS prepended, new tokens scored, ppl = exp(mean of window mean NLL)"
                           : "chunks of W-1 tokens, BOS prepended";
@@ -206,7 +212,10 @@ void add_eval_command(CLI::App& app) {
                   "instead of --stride: S = fraction x W for each window (e.g. 0.5: each window scores its second half)");
   ppl->add_option("--mode", args->mode, "sliding | chunks")->capture_default_str();
   ppl->add_option("--batch", args->batch, "windows per forward pass")->capture_default_str();
-  ppl->add_option("--max-documents", args->max_documents, "only the first N documents (0: all)");
+  ppl->add_option("--max-documents", args->max_documents, "only the first N documents selected (0: all)");
+  ppl->add_option("--min-document-tokens", args->min_document_tokens,
+                  "only documents of at least N tokens (the paper's Proof-pile set: 32768)");
+  ppl->add_option("--truncate", args->truncate, "read each document to its first N tokens (0: whole)");
   ppl->add_option("--bos-id", args->bos_id, "BOS id (default: the prepared data's, or the model config's for --tokens)");
   ppl->add_option("--out", args->out, "also write the results as one JSON file");
   ppl->add_flag("--quiet", args->quiet, "no progress line");

@@ -26,6 +26,7 @@ const Names& names_of(LrDecay) { static const Names n{"constant", "cosine", "lin
 const Names& names_of(NanPolicy) { static const Names n{"stop", "skip"}; return n; }
 const Names& names_of(Sharding) { static const Names n{"full_shard", "shard_grad_op", "no_shard"}; return n; }
 const Names& names_of(Backend) { static const Names n{"auto", "nccl", "gloo"}; return n; }
+const Names& names_of(EvalProtocol) { static const Names n{"sliding", "packed"}; return n; }
 const Names& names_of(model::RopeType) {
   static const Names n{"default", "linear", "dynamic", "yarn", "llama3"};
   return n;
@@ -286,6 +287,12 @@ std::string to_string(LrDecay value) { return name_of(value); }
 std::string to_string(NanPolicy value) { return name_of(value); }
 std::string to_string(Sharding value) { return name_of(value); }
 std::string to_string(Backend value) { return name_of(value); }
+std::string to_string(EvalProtocol value) { return name_of(value); }
+
+int64_t EvalSection::stride_at(int64_t window) const {
+  if (stride_fraction > 0) return std::max<int64_t>(1, static_cast<int64_t>(stride_fraction * static_cast<double>(window)));
+  return stride;
+}
 
 std::optional<std::string> ModelSection::preset_name() const {
   if (!source.starts_with(kPresetPrefix)) return std::nullopt;
@@ -357,13 +364,22 @@ void JobConfig::validate() const {
 
   check.require(eval.stride >= 1 && eval.stride <= kMaxTokens, "eval.stride",
                 "must be in [1, {}] tokens, got {}", kMaxTokens, eval.stride);
+  check.require(eval.stride_fraction >= 0 && eval.stride_fraction < 1, "eval.stride_fraction",
+                "must be in [0, 1) (0: use eval.stride), got {}", eval.stride_fraction);
+  check.non_negative(eval.max_documents, "eval.max_documents");
+  check.non_negative(eval.min_document_tokens, "eval.min_document_tokens");
+  check.non_negative(eval.truncate_tokens, "eval.truncate_tokens");
   const std::vector<int64_t> windows = eval.windows.empty() ? std::vector{data.seq_len} : eval.windows;
   for (const int64_t window : windows) {
     const std::string key = eval.windows.empty() ? "data.seq_len" : "eval.windows";
     check.require(window >= 2 && window <= kMaxTokens, key, "window {} is outside [2, {}] tokens",
                   window, kMaxTokens);
-    check.require(eval.stride <= window, "eval.stride", "{} exceeds the evaluation window {}",
-                  eval.stride, window);
+    if (eval.stride_fraction == 0)
+      check.require(eval.stride <= window, "eval.stride", "{} exceeds the evaluation window {}", eval.stride, window);
+    if (eval.protocol == EvalProtocol::kSliding && train.eval_every > 0)
+      check.require(eval.stride_at(window) <= window - 1, eval.stride_fraction > 0 ? "eval.stride_fraction" : "eval.stride",
+                    "the stride {} must be below the evaluation window {} (a window holds BOS + W - 1 tokens)",
+                    eval.stride_at(window), window);
   }
 }
 

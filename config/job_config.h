@@ -23,6 +23,7 @@ enum class LrDecay { kConstant, kCosine, kLinear };  // "constant" | "cosine" | 
 enum class NanPolicy { kStop, kSkip };               // "stop" | "skip"
 enum class Sharding { kFullShard, kShardGradOp, kNoShard };  // "full_shard" | "shard_grad_op" | "no_shard"
 enum class Backend { kAuto, kNccl, kGloo };          // "auto" | "nccl" | "gloo"
+enum class EvalProtocol { kSliding, kPacked };       // "sliding" | "packed"
 
 // The names above, as written in job files.
 std::string to_string(Dtype value);
@@ -31,6 +32,7 @@ std::string to_string(LrDecay value);
 std::string to_string(NanPolicy value);
 std::string to_string(Sharding value);
 std::string to_string(Backend value);
+std::string to_string(EvalProtocol value);
 
 // `model:` what to train and how the network computes.
 struct ModelSection {
@@ -79,8 +81,8 @@ struct TrainSection {
   int64_t micro_batch = 1;                  // sequences per forward/backward, per rank
   Precision precision = Precision::kFp32;   // fp32 | bf16 compute with fp32 master weights | all bf16
   int64_t log_every = 1;                    // steps between log lines (> 0)
-  int64_t eval_every = 0;                   // steps between validation passes (0 disables)
-  int64_t eval_batches = 8;                 // micro-batches per validation pass (> 0)
+  int64_t eval_every = 0;                   // steps between validation passes (0 disables; see eval:)
+  int64_t eval_batches = 8;                 // eval.protocol packed: micro-batches per pass (> 0)
   uint64_t seed = 0;                        // initialization/dropout seed
   NanPolicy nan_policy = NanPolicy::kStop;  // on a non-finite loss or gradient: stop or skip the step
   int64_t max_skipped_steps = 10;           // with nan_policy skip: give up after this many (>= 0)
@@ -111,10 +113,20 @@ struct ParallelSection {
   int64_t collective_timeout_s = 600;        // seconds before a hung collective fails (> 0)
 };
 
-// `eval:` sliding-window perplexity evaluation.
+// `eval:` the validation run every train.eval_every steps. sliding: the paper's protocol
+// (eval/perplexity.h) over whole documents of data.validation, one metrics record per window;
+// packed: the loss of train.eval_batches packed training-style sequences at data.seq_len.
 struct EvalSection {
+  EvalProtocol protocol = EvalProtocol::kSliding;
   std::vector<int64_t> windows;  // context windows in tokens (empty: just data.seq_len)
-  int64_t stride = 256;          // tokens the window advances per step (> 0, <= every window)
+  int64_t stride = 256;          // tokens the window advances per step (in [1, window - 1])
+  double stride_fraction = 0;    // in (0, 1): the stride is this share of each window instead
+  int64_t max_documents = 0;     // the first N validation documents selected (0: all)
+  int64_t min_document_tokens = 0;  // only documents of at least this many tokens
+  int64_t truncate_tokens = 0;      // each document read to its first N tokens (0: whole)
+
+  // The stride used at `window`.
+  int64_t stride_at(int64_t window) const;
 };
 
 struct JobConfig {
@@ -269,8 +281,13 @@ struct Fields<EvalSection> {
   using S = EvalSection;
   template <class Visit>
   static constexpr void visit(Visit&& v) {
+    v("protocol", &S::protocol);
     v("windows", &S::windows);
     v("stride", &S::stride);
+    v("stride_fraction", &S::stride_fraction);
+    v("max_documents", &S::max_documents);
+    v("min_document_tokens", &S::min_document_tokens);
+    v("truncate_tokens", &S::truncate_tokens);
   }
 };
 

@@ -3,6 +3,8 @@
 // the loss are eval's job.
 #include "data/eval_windows.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "common/check.h"
@@ -43,13 +45,27 @@ std::vector<EvalWindow> chunk_windows(uint64_t doc, uint64_t doc_len, int64_t wi
   return windows;
 }
 
-std::vector<EvalWindow> plan_eval_windows(const TokenDocuments& documents, EvalMode mode,
-                                          int64_t window, int64_t stride, uint64_t max_documents) {
-  uint64_t n = documents.num_documents();
-  if (max_documents != 0) n = std::min(n, max_documents);
+std::vector<std::pair<uint64_t, uint64_t>> select_documents(const TokenDocuments& documents,
+                                                             const DocumentSelection& selection) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (uint64_t doc = 0; doc < documents.num_documents(); ++doc) {
+    if (selection.max_documents != 0 && out.size() >= selection.max_documents) break;
+    uint64_t len = documents.document_length(doc);
+    if (len == 0 || len < selection.min_tokens) continue;
+    if (selection.truncate_tokens != 0) len = std::min(len, selection.truncate_tokens);
+    out.emplace_back(doc, len);
+  }
+  return out;
+}
+
+std::vector<EvalWindow> plan_eval_windows(const TokenDocuments& documents, EvalMode mode, int64_t window,
+                                          int64_t stride, const DocumentSelection& selection) {
+  const auto selected = select_documents(documents, selection);
+  LT_CHECK(!selected.empty(), "no documents to evaluate: none of the {} holds {} tokens{}", documents.num_documents(),
+           selection.min_tokens > 0 ? fmt::format("at least {}", selection.min_tokens) : std::string("any"),
+           selection.max_documents > 0 ? fmt::format(" (first {} asked for)", selection.max_documents) : std::string());
   std::vector<EvalWindow> all;
-  for (uint64_t doc = 0; doc < n; ++doc) {
-    const uint64_t len = documents.document_length(doc);
+  for (const auto& [doc, len] : selected) {
     auto windows = mode == EvalMode::kSlidingWindow ? sliding_windows(doc, len, window, stride)
                                                     : chunk_windows(doc, len, window);
     all.insert(all.end(), windows.begin(), windows.end());

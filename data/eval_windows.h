@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "data/documents.h"
@@ -29,9 +30,21 @@ enum class EvalMode { kSlidingWindow, kChunks };
 std::vector<EvalWindow> sliding_windows(uint64_t doc, uint64_t doc_len, int64_t window, int64_t stride);
 std::vector<EvalWindow> chunk_windows(uint64_t doc, uint64_t doc_len, int64_t window);
 
-// All windows of all documents (optionally only the first `max_documents`, 0 = all), in order.
-std::vector<EvalWindow> plan_eval_windows(const TokenDocuments& documents, EvalMode mode,
-                                          int64_t window, int64_t stride, uint64_t max_documents = 0);
+// Which documents are scored and how much of each: the Proof-pile protocol of the PI paper is
+// {min_tokens = 32768, truncate_tokens = 32768} (documents of at least 32k tokens, their first 32k).
+struct DocumentSelection {
+  uint64_t max_documents = 0;    // the first N documents that qualify (0: all)
+  uint64_t min_tokens = 0;       // only documents holding at least this many tokens
+  uint64_t truncate_tokens = 0;  // read each up to its first N tokens (0: whole)
+};
+
+// The document indices `selection` keeps, in order, and the length each is read to.
+std::vector<std::pair<uint64_t, uint64_t>> select_documents(const TokenDocuments& documents,
+                                                             const DocumentSelection& selection);
+
+// All windows of the selected documents, in order. Throws longtune::Error if none is selected.
+std::vector<EvalWindow> plan_eval_windows(const TokenDocuments& documents, EvalMode mode, int64_t window,
+                                          int64_t stride, const DocumentSelection& selection = {});
 
 // The model input of a window, BOS followed by doc[begin:end] (length end - begin + 1), and labels
 // in HF's unshifted convention: same length, labels[i] = input_ids[i] where token i is scored and

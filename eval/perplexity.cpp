@@ -24,22 +24,6 @@ PerplexityPartial& PerplexityPartial::operator+=(const PerplexityPartial& other)
 
 namespace {
 
-// Every window of the first max_documents documents, in document order.
-std::vector<data::EvalWindow> all_windows(const data::TokenDocuments& documents, const PerplexityOptions& options) {
-  uint64_t n = documents.num_documents();
-  if (options.max_documents != 0) n = std::min(n, options.max_documents);
-  std::vector<data::EvalWindow> windows;
-  for (uint64_t doc = 0; doc < n; ++doc) {
-    const uint64_t len = documents.document_length(doc);
-    if (len == 0) continue;
-    const auto doc_windows = options.mode == data::EvalMode::kSlidingWindow
-                                 ? data::sliding_windows(doc, len, options.window, options.stride)
-                                 : data::chunk_windows(doc, len, options.window);
-    windows.insert(windows.end(), doc_windows.begin(), doc_windows.end());
-  }
-  return windows;
-}
-
 // The rank that scores each window: costliest first, each to the least loaded rank (ties to the
 // lowest), so every rank computes the same split. A window of L input tokens costs L (6d + L):
 // per token about 24 d^2 FLOPs of matmuls and 4 L d of attention, over 4 d.
@@ -86,7 +70,8 @@ PerplexityPartial evaluate_perplexity_partial(model::LlamaImpl& model, const dat
   LT_CHECK(world >= 1 && rank >= 0 && rank < world, "perplexity: rank {} is not in [0, world {})", rank, world);
   const auto start = std::chrono::steady_clock::now();
   PerplexityPartial partial;
-  const std::vector<data::EvalWindow> every = all_windows(documents, options);
+  const std::vector<data::EvalWindow> every =
+      data::plan_eval_windows(documents, options.mode, options.window, options.stride, options.documents);
   const std::vector<int> owner = assign_windows(every, world, model.config().hidden_size);
   std::vector<std::vector<data::EvalWindow>> per_rank(static_cast<size_t>(world));
   for (size_t i = 0; i < every.size(); ++i) {

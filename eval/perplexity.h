@@ -25,7 +25,7 @@ struct PerplexityOptions {
   int64_t window = 2048;
   int64_t stride = 256;
   int64_t batch = 1;            // windows per forward pass
-  uint64_t max_documents = 0;   // 0: all
+  data::DocumentSelection documents;  // which documents, and how much of each
   int64_t bos_id = 1;
   int64_t loss_chunk_rows = model::kLossChunkRows;  // positions per chunk of the fused head + loss
   bool lockstep = false;        // every rank runs as many forward passes as the busiest one
@@ -55,10 +55,11 @@ struct PerplexityResult {
   double seconds = 0;            // wall time of this process's share (0 from finalize_perplexity)
 };
 
-// This rank's share of the windows of the first max_documents documents: the costliest window
+// This rank's share of the windows of the selected documents: the costliest window
 // first, each to the least loaded rank (the same split on every rank). Runs in
 // no-grad eval mode on the model's device and dtype (logits upcast to fp32 for the loss). A rank
-// with no documents returns zeros. Throws longtune::Error on bad options or rank/world.
+// with no windows returns zeros. Throws longtune::Error on bad options or rank/world, or when no
+// document is selected.
 PerplexityPartial evaluate_perplexity_partial(model::LlamaImpl& model, const data::TokenDocuments& documents,
                                               const PerplexityOptions& options, int rank, int world);
 

@@ -18,6 +18,7 @@
 #include "dist/fsdp.h"
 #include "dist/process_group.h"
 #include "dist/training_parameters.h"
+#include "eval/perplexity.h"
 #include "model/config.h"
 #include "model/llama.h"
 #include "plan/memory_plan.h"
@@ -265,10 +266,44 @@ Trainer::~Trainer() = default;
 int64_t Trainer::step() const { return run_->counters.step; }
 const c10::Device& Trainer::device() const { return run_->device; }
 
-EvalResult Trainer::evaluate() {
+std::vector<EvalResult> Trainer::evaluate() {
+  if (!run_->validation_reader) return {};
+  if (run_->config.eval.protocol == config::EvalProtocol::kPacked) return {evaluate_packed()};
+  return evaluate_sliding();
+}
+
+std::vector<EvalResult> Trainer::evaluate_sliding() {
+  Run& r = *run_;
+  const config::EvalSection& eval = r.config.eval;
+  eval::PerplexityOptions options;
+  options.mode = data::EvalMode::kSlidingWindow;
+  options.batch = r.config.train.micro_batch;  // windows of one length per forward
+  options.documents = {static_cast<uint64_t>(eval.max_documents), static_cast<uint64_t>(eval.min_document_tokens),
+                       static_cast<uint64_t>(eval.truncate_tokens)};
+  options.bos_id = r.validation_data->bos_id();
+  options.loss_chunk_rows = r.config.train.loss_chunk_tokens;
+  options.lockstep = r.group != nullptr;  // a sharded forward gathers units: every rank runs as many
+  options.progress = false;
+  std::vector<EvalResult> results;
+  for (const int64_t window : eval.windows.empty() ? std::vector{r.config.data.seq_len} : eval.windows) {
+    options.window = window;
+    options.stride = eval.stride_at(window);
+    eval::PerplexityPartial partial =
+        eval::evaluate_perplexity_partial(*r.model, *r.validation_data, options, r.dist.rank, r.dist.world_size);
+    partial.window_nll_sum = r.sum_over_ranks(partial.window_nll_sum);
+    partial.windows = r.sum_over_ranks(partial.windows);
+    partial.token_nll_sum = r.sum_over_ranks(partial.token_nll_sum);
+    partial.tokens = r.sum_over_ranks(partial.tokens);
+    const eval::PerplexityResult total = eval::finalize_perplexity(partial);
+    results.push_back({total.mean_window_nll, total.ppl, total.scored_tokens, window});
+  }
+  return results;
+}
+
+EvalResult Trainer::evaluate_packed() {
   Run& r = *run_;
   EvalResult result;
-  if (!r.validation_reader) return result;
+  result.window = r.config.data.seq_len;
   const int64_t seq_len = r.config.data.seq_len;
   const int64_t micro_batch = r.config.train.micro_batch;
   const uint64_t available = r.validation_reader->samples_per_epoch();
@@ -345,11 +380,13 @@ void Trainer::report_step(const StepResult& step, double tokens_per_s, ProgressL
                                  peaks.host_bytes, peaks.device_bytes, r.counters.elapsed_s, step.skipped});
   }
   if (config.train.eval_every > 0 && (n % config.train.eval_every == 0 || n == total) && r.validation_reader) {
-    const EvalResult eval = evaluate();
-    r.metrics->write(EvalRecord{n, eval.loss, eval.ppl, eval.tokens, std::nullopt});
+    const std::vector<EvalResult> results = evaluate();
     progress.finish();
-    LT_INFO("step {}: validation loss {:.4f}, ppl {:.3f} ({} tokens at {})", n, eval.loss, eval.ppl, eval.tokens,
-            config.data.seq_len);
+    for (const EvalResult& eval : results) {
+      r.metrics->write(EvalRecord{n, eval.loss, eval.ppl, eval.tokens, eval.window});
+      LT_INFO("step {}: validation {} at {}: ppl {:.3f}, loss {:.4f} ({} tokens)", n, to_string(config.eval.protocol),
+              eval.window, eval.ppl, eval.loss, eval.tokens);
+    }
   }
   const double per_step = r.counters.elapsed_s / std::max<int64_t>(1, n);
   progress.update(fmt::format("step {}/{} {} loss {:.4f} | lr {:.2e} | gnorm {:.3f} | {} tok/s | MFU {:.1f}% | ETA {}",

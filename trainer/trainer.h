@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "config/job_config.h"
 #include "dist/dist_env.h"
@@ -27,10 +28,13 @@ struct StepResult;
 
 enum class RunOutcome { kCompleted, kPreempted };
 
+// One validation figure. Sliding protocol: ppl is the paper's exp(mean of window mean NLL) at
+// `window` and loss its log; packed: the mean NLL per token over packed sequences at data.seq_len.
 struct EvalResult {
-  double loss = 0;  // mean NLL per token
+  double loss = 0;
   double ppl = 0;
-  int64_t tokens = 0;
+  int64_t tokens = 0;   // tokens scored
+  int64_t window = 0;   // context window
 };
 
 // Process-wide LibTorch settings a job asks for (intra-op threads, deterministic kernels); the
@@ -49,7 +53,9 @@ class Trainer {
 
   // Trains until train.steps (kCompleted) or a stop signal (kPreempted, after saving).
   RunOutcome train();
-  EvalResult evaluate();
+  // The validation per eval.protocol: one result per eval window (sliding) or one at data.seq_len
+  // (packed); none without data.validation. Collective: every rank calls it.
+  std::vector<EvalResult> evaluate();
   void save_checkpoint();
 
   int64_t step() const;
@@ -58,6 +64,8 @@ class Trainer {
  private:
   // After a step: its metrics record, a validation pass when one is due, the progress line.
   void report_step(const StepResult& step, double tokens_per_s, ProgressLine& progress);
+  EvalResult evaluate_packed();
+  std::vector<EvalResult> evaluate_sliding();
 
   struct Run;
   std::unique_ptr<Run> run_;

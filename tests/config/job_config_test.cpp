@@ -169,6 +169,16 @@ TEST(JobConfig, CrossFieldErrors) {
   expect_error("eval:\n  windows: [128]\n  stride: 256\n",
                {"test.yaml:3:11: eval.stride: 256 exceeds the evaluation window 128"});
   expect_error("checkpoint:\n  resume: \"\"\n", {"checkpoint.resume: must be"});
+  // A sliding validation needs stride <= W - 1 at every window (a fraction below 1 always is).
+  expect_error("train:\n  eval_every: 5\neval:\n  windows: [128, 256]\n  stride: 128\n",
+               {"eval.stride: the stride 128 must be below the evaluation window 128"});
+  EXPECT_NO_THROW(parse("train:\n  eval_every: 5\neval:\n  windows: [2, 256]\n  stride: 512\n  stride_fraction: 0.5\n"));
+  EXPECT_NO_THROW(parse("train:\n  eval_every: 5\neval:\n  protocol: packed\n  windows: [128]\n  stride: 128\n"));
+  expect_error("eval:\n  stride_fraction: 1.0\n", {"eval.stride_fraction: must be in [0, 1)"});
+  expect_error("eval:\n  truncate_tokens: -1\n", {"eval.truncate_tokens"});
+  expect_error("eval:\n  protocol: chunks\n", {"eval.protocol", "sliding", "packed"});
+  EXPECT_EQ(parse("eval:\n  stride_fraction: 0.5\n").eval.stride_at(32768), 16384);
+  EXPECT_EQ(parse("eval:\n  stride: 100\n").eval.stride_at(32768), 100);
 }
 
 TEST(JobConfig, UnknownKeysSuggestTheClosestKnownKey) {
@@ -293,7 +303,7 @@ JobConfig everything_changed() {
   c.train.deterministic = true;
   c.checkpoint = {0, 5, "never", true};
   c.parallel = {Sharding::kNoShard, Backend::kGloo, 30};
-  c.eval = {{4096, 8192}, 1024};
+  c.eval = {EvalProtocol::kPacked, {4096, 8192}, 1024, 0.25, 3, 100, 5000};
   return c;
 }
 
@@ -360,7 +370,7 @@ JobConfig other_than_base() {
              .cpu_threads = 4, .loss_chunk_tokens = 4096, .ignore_plan = true};
   c.checkpoint = {10, 3, "never", true};
   c.parallel = {Sharding::kNoShard, Backend::kGloo, 60};
-  c.eval = {{512}, 32};
+  c.eval = {EvalProtocol::kPacked, {512}, 32, 0.25, 2, 64, 1000};
   return c;
 }
 

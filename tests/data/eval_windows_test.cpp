@@ -165,9 +165,10 @@ TEST(EvalWindowsTest, PlanCoversDocumentsInOrder) {
   EXPECT_EQ(plan[6].end, 9u);
   EXPECT_EQ(plan[6].scored, 2u);
 
-  EXPECT_EQ(plan_eval_windows(docs, EvalMode::kSlidingWindow, 5, 3, 1).size(), 3u);
-  EXPECT_EQ(plan_eval_windows(docs, EvalMode::kSlidingWindow, 5, 3, 3).size(), 4u);
-  EXPECT_EQ(plan_eval_windows(docs, EvalMode::kSlidingWindow, 5, 3, 100).size(), 7u);
+  // max_documents counts the documents selected (the empty one never is).
+  EXPECT_EQ(plan_eval_windows(docs, EvalMode::kSlidingWindow, 5, 3, {.max_documents = 1}).size(), 3u);
+  EXPECT_EQ(plan_eval_windows(docs, EvalMode::kSlidingWindow, 5, 3, {.max_documents = 2}).size(), 4u);
+  EXPECT_EQ(plan_eval_windows(docs, EvalMode::kSlidingWindow, 5, 3, {.max_documents = 100}).size(), 7u);
   const auto chunks = plan_eval_windows(docs, EvalMode::kChunks, 5, 0);
   ASSERT_EQ(chunks.size(), 3u + 1u + 3u);
   uint64_t scored = 0;
@@ -188,6 +189,36 @@ TEST(EvalWindowsTest, ReadWindowBuildsInputsAndLabels) {
   expect_error([&] { read_window(docs, {0, 5, 5, 1}, kBos); }, {"not inside document 0"});
   expect_error([&] { read_window(docs, {0, 3, 7, 0}, kBos); }, {"scores 0 tokens"});
   expect_error([&] { read_window(docs, {0, 3, 7, 5}, kBos); }, {"scores 5 tokens"});
+}
+
+
+// The Proof-pile protocol: documents of at least N tokens, each read to its first M.
+TEST(EvalWindowsTest, SelectionByLengthAndTruncation) {
+  InMemoryDocuments docs({doc_of_length(10), {}, doc_of_length(3, 500), doc_of_length(9, 900)});
+  using Selected = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(select_documents(docs, {}), (Selected{{0, 10}, {2, 3}, {3, 9}}));
+  EXPECT_EQ(select_documents(docs, {.min_tokens = 5}), (Selected{{0, 10}, {3, 9}}));
+  EXPECT_EQ(select_documents(docs, {.truncate_tokens = 6}), (Selected{{0, 6}, {2, 3}, {3, 6}}));
+  EXPECT_EQ(select_documents(docs, {.max_documents = 1, .min_tokens = 9, .truncate_tokens = 4}), (Selected{{0, 4}}));
+  EXPECT_EQ(select_documents(docs, {.max_documents = 1, .min_tokens = 10}), (Selected{{0, 10}}));
+
+  // doc 0 and doc 3 read to 6 tokens: windows 0-4 and 3-6 each (scoring 4, then 2).
+  const auto plan = plan_eval_windows(docs, EvalMode::kSlidingWindow, 5, 3, {.min_tokens = 5, .truncate_tokens = 6});
+  ASSERT_EQ(plan.size(), 4u);
+  for (size_t i : {0u, 2u}) {
+    EXPECT_EQ(plan[i].end, 4u);
+    EXPECT_EQ(plan[i].scored, 4u);
+    EXPECT_EQ(plan[i + 1].begin, 3u);
+    EXPECT_EQ(plan[i + 1].end, 6u);
+    EXPECT_EQ(plan[i + 1].scored, 2u);
+  }
+  EXPECT_EQ(plan[0].doc, 0u);
+  EXPECT_EQ(plan[2].doc, 3u);
+  // The window reads the truncated document only.
+  const WindowTokens tokens = read_window(docs, plan[1], /*bos_id=*/1);
+  EXPECT_EQ(tokens.input_ids.size(), 4u);
+  expect_error([&] { plan_eval_windows(docs, EvalMode::kSlidingWindow, 5, 3, {.min_tokens = 11}); },
+               {"no documents to evaluate", "at least 11"});
 }
 
 }  // namespace

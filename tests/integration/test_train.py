@@ -222,3 +222,24 @@ def test_pi_fine_tune_from_checkpoint_records_scaling(tmp_path, longtune, data, 
     config = json.loads((run_dir / "hf" / "config.json").read_text())
     assert config["max_position_embeddings"] == 256
     assert config["rope_scaling"]["type"] == "linear" and config["rope_scaling"]["factor"] == 4.0
+
+
+def test_validation_runs_the_sliding_window_protocol(tmp_path, longtune, data, reference_run):
+    """Validation during training is `eval perplexity` at the job's eval: windows: one record per
+    window, equal to the offline command on the checkpoint of the same step."""
+    run_dir = tmp_path / "run"
+    train(longtune, job_file(tmp_path, data, run_dir), f"model.source={reference_run}", "train.steps=2",
+          "train.eval_every=2", "checkpoint.every=2", "eval.windows=[32, 64]", "eval.stride_fraction=0.5",
+          "eval.max_documents=1", "eval.truncate_tokens=700")
+    evals = records(run_dir, "eval")
+    assert [(r["step"], r["window"]) for r in evals] == [(2, 32), (2, 64)]
+    cmd = [longtune, "eval", "perplexity", "--quiet", "--model", str(run_dir / "checkpoints" / "step_00000002"),
+           "--data", data["data"], "--split", "validation", "--windows", "32,64", "--stride-fraction", "0.5",
+           "--max-documents", "1", "--truncate", "700", "--dtype", "float32"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    offline = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["window"] for r in offline] == [32, 64]
+    for ours, theirs in zip(evals, offline):
+        assert ours["val_tokens"] == theirs["scored_tokens"] == 700
+        assert abs(ours["val_ppl"] - theirs["ppl"]) <= 1e-5 * theirs["ppl"], (ours, theirs)
