@@ -128,6 +128,99 @@ TEST(StudyReport, MarkdownHoldsTheTablesAndCharts) {
     EXPECT_GT(fs::file_size(dir.path() / "report" / png), 1000u) << png;
 }
 
+// A released model (kind "pretrained"): L = 128 stands in for its window, L' = 512.
+struct FakePretrained {
+  std::vector<int64_t> steps;  // empty: the step-0 part only
+  double pi_short_after = 10.1;  // PI at the shortest window after the last step (the model: 10)
+
+  void write(const testing::TempDir& dir) const {
+    std::string list;
+    for (int64_t s : steps) list += (list.empty() ? "" : ", ") + std::to_string(s);
+    dir.write("study.json", R"({"variant": "smol", "kind": "pretrained", "L": 128, "factor": 4, "steps": [)" + list +
+                                R"(], "setup": {"model": "released"}})");
+    dir.write("eval/base.json", ppl_json({{32, 10}, {64, 9.5}, {128, 9}, {256, 40}, {512, 300}}));
+    dir.write("eval/pi_x2_step_0.json", ppl_json({{256, 30}}));
+    dir.write("eval/pi_step_0.json", ppl_json({{32, 12}, {512, 35}}));
+    nlohmann::json pk = nlohmann::json::parse(passkey_json(128, 1.0, 0.0));
+    pk["length"] = 256;
+    pk["rope_scaling"] = "model's own";
+    dir.write("passkey/step0_base_256.json", pk.dump());
+    pk["rope_scaling"] = "linear:2";
+    pk["k_max"] = 512;
+    dir.write("passkey/step0_pi_x2_256.json", pk.dump());
+    pk["length"] = 128;
+    pk["rope_scaling"] = "model's own";
+    dir.write("passkey/step0_base_128.json", pk.dump());
+    if (steps.empty()) return;
+    dir.write("passkey/pi_step_0.json", passkey_json(128, 1.0, 0.0));
+    dir.write("passkey/ft_step_0.json", passkey_json(128, 1.0, 0.0));
+    for (int64_t step : steps) {
+      const std::string n = std::to_string(step);
+      dir.write("eval/pi_step_" + n + ".json", ppl_json({{32, pi_short_after}, {128, 8.9}, {512, 8.5}}));
+      dir.write("eval/ft_step_" + n + ".json", ppl_json({{32, 10.2}, {128, 9.0}, {512, 9.5}}));
+      dir.write("passkey/pi_step_" + n + ".json", passkey_json(512, 1.0, 1.0));
+      dir.write("passkey/ft_step_" + n + ".json", passkey_json(256, 1.0, 0.5));
+    }
+    dir.write("runs/pi/metrics.jsonl",
+              "{\"kind\": \"train\", \"step\": 1, \"loss\": 3, \"tokens_per_s\": 10, \"mfu\": 0.1, \"elapsed_s\": 1}\n"
+              "{\"kind\": \"train\", \"step\": 2, \"loss\": 3, \"tokens_per_s\": 1000, \"mfu\": 0.3, \"elapsed_s\": 2}\n"
+              "{\"kind\": \"train\", \"step\": 3, \"loss\": 3, \"tokens_per_s\": 2000, \"mfu\": 0.4, \"elapsed_s\": 3}\n"
+              "{\"kind\": \"eval\", \"step\": 3, \"val_loss\": 2, \"val_ppl\": 7.5, \"val_tokens\": 9, \"window\": 512}\n");
+  }
+};
+
+TEST(StudyReport, PretrainedStepZeroOnly) {
+  testing::TempDir dir;
+  FakePretrained{}.write(dir);
+  const StudyData study = load_study(dir.path());
+  EXPECT_TRUE(study.pretrained);
+  EXPECT_FALSE(study.fine_tuned());
+  EXPECT_EQ(study.pi_matched, (PplByWindow{{256, 30}}));
+  ASSERT_EQ(study.passkey_step0.size(), 3u);
+  EXPECT_EQ(study.passkey_step0[0].length, 128);  // ordered by length
+  const auto claims = judge_claims(study);
+  std::vector<std::string> got;
+  for (const auto& c : claims) got.push_back(c.verdict);
+  // x33 at L' explodes; PI at 0 steps (35) beats extrapolating (300) but is over 3 x 9.
+  EXPECT_EQ(got, (std::vector<std::string>{"agrees", "partly agrees", "not measured", "not measured", "not measured"}));
+  EXPECT_NE(claims[0].miniature.find("x4.44 at 256"), std::string::npos) << claims[0].miniature;
+  EXPECT_NE(claims[1].miniature.find("at 256: PI x2 30.00 vs 40.00 extrapolating"), std::string::npos);
+  EXPECT_NE(claims[4].miniature.find("PI x4 at 0 steps: 12.00 at 32 vs the model's 10.00"), std::string::npos);
+  const std::string md = study_markdown(study, claims, {});
+  for (const char* part : {"| as is (pretrained at L = 128) | 10.00 | 9.50 | 9.00 | 40.00 | 300.00 |",
+                           "| PI at factor W / L, 0 steps |  |  |  | 30.00 | 35.00 |", "| PI x4, 0 steps | 12.00 |  |  |  | 35.00 |",
+                           "| PI linear:2 | 256 | 512 | 50% |", "| as is | 128 | 512 |", "**not measured**",
+                           "| claim | paper | this model |"})
+    EXPECT_NE(md.find(part), std::string::npos) << part << "\n" << md;
+  EXPECT_EQ(md.find("## Table 3"), std::string::npos);
+}
+
+TEST(StudyReport, PretrainedWithFineTuning) {
+  testing::TempDir dir;
+  FakePretrained fake{{10, 20}};
+  fake.write(dir);
+  const StudyData study = load_study(dir.path());
+  ASSERT_TRUE(study.fine_tuned());
+  ASSERT_EQ(study.finetune.count("pi"), 1u);
+  EXPECT_EQ(study.finetune.at("pi").tokens_per_s, 1500);  // the median after the first logged step
+  EXPECT_EQ(study.finetune.at("pi").validation.at(3).at(512), 7.5);
+  const auto claims = judge_claims(study);
+  ASSERT_EQ(claims.size(), 5u);
+  EXPECT_EQ(claims[2].verdict, "agrees");  // 8.5 at L' after 10 of 20 steps, below the model's 9 at L
+  EXPECT_EQ(claims[3].verdict, "agrees");
+  EXPECT_EQ(claims[4].verdict, "agrees");  // 10.1 vs 10: +1%
+  fake.pi_short_after = 10.5;
+  fake.write(dir);
+  EXPECT_EQ(judge_claims(load_study(dir.path()))[4].verdict, "partly agrees");
+  fake.pi_short_after = 12;
+  fake.write(dir);
+  EXPECT_EQ(judge_claims(load_study(dir.path()))[4].verdict, "disagrees");
+  const std::string md = study_markdown(study, claims, {});
+  for (const char* part : {"| PI | 512 | 35.00 | 8.50 | 8.50 |", "| PI | 32 | 12.00 | 10.10 |", "| PI | 1500 | 35.0% |",
+                           "| 3 | 7.50 |", "FT at step 0 is the model as is"})
+    EXPECT_NE(md.find(part), std::string::npos) << part << "\n" << md;
+}
+
 TEST(StudyReport, MissingOrMalformedInputsAreNamed) {
   testing::TempDir dir;
   FakeStudy{}.write(dir);
