@@ -82,8 +82,10 @@ case "$variant" in
     # L = 256 stands in for the model's window: the same phases, a model that does not care.
     L=256 WINDOWS=256,512,1024 SHORT_WINDOWS=256 PK_LENGTHS=256 PK_DISTANCES=2 PK_TRIALS=1 MAX_DOCS=1
     FINETUNE=1 FT_STEPS=4 FT_EVERY=2
-    FT_OVERRIDES=(--set data.seq_len=1024 --set train.warmup_steps=1 --set "eval.windows=[256,1024]"
-                  --set eval.every=2 --set eval.max_documents=1 --set train.device=cpu --set train.dtype=float32)
+    FT_OVERRIDES=(--set data.seq_len=1024 --set schedule.warmup_steps=1 --set "eval.windows=[256, 1024]"
+                  --set train.eval_every=2 --set eval.max_documents=1 --set eval.truncate_tokens=1023
+                  --set train.precision=fp32 --set model.dtype=float32 --set model.activation_checkpointing=false
+                  --set train.log_every=1)
     ;;
 esac
 LP=$((L * FACTOR))
