@@ -106,7 +106,7 @@ std::string study_markdown(const StudyData& s, const std::vector<ClaimVerdict>& 
     md += window_row(fmt::format("as is (pretrained at L = {})", L), s.base);
     if (!s.pi_matched.empty()) {
       PplByWindow matched = s.pi_matched;
-      matched[Lp] = ppl_at(s.pi.at(0), Lp, "PI at step 0");
+      if (s.pi.at(0).count(Lp)) matched[Lp] = s.pi.at(0).at(Lp);
       md += window_row("PI at factor W / L, 0 steps", matched);
     }
     md += window_row(fmt::format("PI x{}, 0 steps", s.factor), s.pi.at(0));

@@ -199,7 +199,7 @@ std::vector<std::string> plot_study(const StudyData& s, const fs::path& out) {
     lines.emplace_back(fmt::format("as is (L = {})", L), s.base, 7);
     if (!s.pi_matched.empty()) {
       PplByWindow matched = s.pi_matched;
-      matched[Lp] = ppl_at(s.pi.at(0), Lp, "PI at step 0");
+      if (s.pi.at(0).count(Lp)) matched[Lp] = s.pi.at(0).at(Lp);
       for (const auto& [w, ppl] : s.base)
         if (w <= L) matched[w] = ppl;  // PI at factor W/L <= 1 is the model itself
       lines.emplace_back("PI at factor W/L, 0 steps", matched, 13);

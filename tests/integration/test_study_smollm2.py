@@ -44,7 +44,8 @@ def test_ci_subset_of_the_step_zero_part(tmp_path, longtune):
     passkey = json.loads((out / "passkey" / "step0_base_2048.json").read_text())
     assert passkey["length"] == 2048 and passkey["k_max"] == 2048  # retrieval within its window
     verdicts = re.findall(r"\*\*(agrees|partly agrees|disagrees|not measured)\*\*", report)
-    assert len(verdicts) == 5 and verdicts[2:] == ["not measured"] * 3, report
+    # The subset stops at L = 8192: no claim is measured, the tables hold the real figures.
+    assert verdicts == ["not measured"] * 5, report
     assert "## Passkey retrieval at 0 steps" in report and "(pretrained at L = 8192)" in report
     assert (out / "report" / "ppl_vs_window.png").stat().st_size > 1000
 

@@ -193,6 +193,17 @@ TEST(StudyReport, PretrainedStepZeroOnly) {
                            "| claim | paper | this model |"})
     EXPECT_NE(md.find(part), std::string::npos) << part << "\n" << md;
   EXPECT_EQ(md.find("## Table 3"), std::string::npos);
+
+  // A subset that stops at L (study_smollm2.sh --ci) measures no claim but still reports.
+  testing::TempDir subset;
+  FakePretrained{}.write(subset);
+  subset.write("eval/base.json", ppl_json({{32, 10}, {64, 9.5}, {128, 9}}));
+  subset.write("eval/pi_step_0.json", ppl_json({{32, 12}, {128, 11}}));
+  fs::remove(subset.path() / "eval" / "pi_x2_step_0.json");
+  const StudyData short_study = load_study(subset.path());
+  for (const auto& c : judge_claims(short_study)) EXPECT_EQ(c.verdict, "not measured") << c.claim;
+  EXPECT_NE(study_markdown(short_study, judge_claims(short_study), {}).find("| PI x4, 0 steps | 12.00 |  | 11.00 |"),
+            std::string::npos);
 }
 
 TEST(StudyReport, PretrainedWithFineTuning) {
