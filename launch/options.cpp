@@ -18,7 +18,8 @@ struct Flag {
   const char* short_name;  // "-r" style alias or nullptr
 };
 
-// Every flag torchrun 2.11 has, plus --stop-grace-period (ours: torchrun hard-codes 30 s).
+// Every flag torchrun 2.11 has, plus --stop-grace-period (ours: torchrun hard-codes 30 s) and
+// --rdzv-timeout (ours: torchrun's is --rdzv-conf join_timeout=S).
 constexpr Flag kFlags[] = {
     {"nnodes", true, nullptr},           {"nproc-per-node", true, nullptr},
     {"node-rank", true, nullptr},        {"master-addr", true, nullptr},
@@ -33,7 +34,8 @@ constexpr Flag kFlags[] = {
     {"local-ranks-filter", true, nullptr}, {"local-addr", true, nullptr},
     {"logs-specs", true, nullptr},       {"numa-binding", true, nullptr},
     {"signals-to-handle", true, nullptr}, {"event-log-handler", true, nullptr},
-    {"stop-grace-period", true, nullptr}, {"help", false, "-h"},
+    {"stop-grace-period", true, nullptr}, {"rdzv-timeout", true, nullptr},
+    {"help", false, "-h"},
 };
 
 // Exact name, else a unique prefix (argparse's allow_abbrev, which torchrun keeps on).
@@ -125,6 +127,27 @@ std::vector<std::string> split(const std::string& text, char sep) {
     pos = next + 1;
   }
   return out;
+}
+
+// torchrun's --rdzv-conf k=v,...: the keys that mean something for our rendezvous; any other is refused
+// by name rather than ignored.
+void parse_rdzv_conf(const std::string& text, LaunchOptions& o) {
+  for (const std::string& item : split(text, ',')) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) throw UsageError(fmt::format("--rdzv-conf: expected KEY=VALUE, got '{}'", item));
+    const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key == "join_timeout" || key == "timeout") {
+      o.rdzv_timeout_s = parse_seconds("rdzv-conf " + key, value);
+    } else if (key == "keep_alive_interval") {
+      o.keep_alive_interval_s = parse_seconds("rdzv-conf keep_alive_interval", value);
+      if (o.keep_alive_interval_s <= 0) throw UsageError("--rdzv-conf keep_alive_interval: must be more than 0");
+    } else if (key == "keep_alive_max_attempt") {
+      o.keep_alive_max_attempt = static_cast<int>(parse_int("rdzv-conf keep_alive_max_attempt", value, 1, 1000));
+    } else {
+      throw UsageError(fmt::format("--rdzv-conf {}: not supported by longtune-run (known: join_timeout, "
+                                   "keep_alive_interval, keep_alive_max_attempt)", key));
+    }
+  }
 }
 
 }  // namespace
@@ -226,8 +249,9 @@ LaunchOptions parse_options(const std::vector<std::string>& args) {
   const std::string backend = get("rdzv-backend", "static");
   if (!o.standalone && backend != "static") {
     throw UsageError(fmt::format(
-        "--rdzv-backend {}: only static rendezvous is supported (give --nnodes, --node-rank, "
-        "--master-addr, --master-port), or --standalone on one node", backend));
+        "--rdzv-backend {}: only static rendezvous is supported (fixed --node-rank per node; node 0's "
+        "launcher hosts the store at --master-addr:--master-port or --rdzv-endpoint and restarts are "
+        "still agreed by every node), or --standalone on one node", backend));
   }
   const std::string nnodes = get("nnodes", "1");
   if (const size_t colon = nnodes.find(':'); colon != std::string::npos) {
@@ -259,6 +283,9 @@ LaunchOptions parse_options(const std::vector<std::string>& args) {
   o.max_restarts = static_cast<int>(parse_int("max-restarts", get("max-restarts", "0"), 0, 1 << 20));
   o.monitor_interval_s = parse_seconds("monitor-interval", get("monitor-interval", "0.1"));
   o.stop_grace_s = parse_seconds("stop-grace-period", get("stop-grace-period", "30"));
+  parse_rdzv_conf(get("rdzv-conf", ""), o);
+  if (has("rdzv-timeout")) o.rdzv_timeout_s = parse_seconds("rdzv-timeout", given["rdzv-timeout"]);
+  if (o.rdzv_timeout_s <= 0) throw UsageError("--rdzv-timeout: must be more than 0 seconds");
   o.log_dir = get("log-dir", "");
   o.redirects = parse_streams("redirects", get("redirects", "0"));
   o.tee = parse_streams("tee", get("tee", "0"));
@@ -276,17 +303,20 @@ std::string usage() {
   return R"(usage: longtune-run [options] PROGRAM [ARGS...]
 
 Starts --nproc-per-node copies of PROGRAM with torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE,
-MASTER_ADDR, MASTER_PORT, ...), stops them all when one fails and restarts the group up to
---max-restarts times. PROGRAM is always executed directly (torchrun --no-python).
+MASTER_ADDR, MASTER_PORT, ...), stops them all when one fails on any node and restarts every node's
+group in the next round agreed through node 0's store, up to --max-restarts rounds. PROGRAM is
+always executed directly (torchrun --no-python).
 
   --nproc-per-node N|cpu|gpu|auto   workers on this node (default 1)
   --nnodes N                        nodes in the job (default 1)
   --node-rank R                     this node's index (default 0)
-  --master-addr H, --master-port P  rank 0's address (default 127.0.0.1:29500)
-  --rdzv-endpoint H[:P]             same as --master-addr/--master-port (static rendezvous)
+  --master-addr H, --master-port P  node 0's store, hosted by its launcher (default 127.0.0.1:29500)
+  --rdzv-endpoint H[:P]             same as --master-addr/--master-port (--rdzv-backend static only)
   --rdzv-id ID                      run id: TORCHELASTIC_RUN_ID, log folder prefix (default none)
   --standalone                      one node: MASTER_ADDR=localhost, a free port, a random run id
-  --max-restarts K                  group restarts after a failure (default 0)
+  --max-restarts K                  restart rounds after a failure on any node (default 0)
+  --rdzv-timeout S                  a round must close (every node joined) within S s (default 600)
+  --rdzv-conf K=V,...               join_timeout=S, keep_alive_interval=S (5), keep_alive_max_attempt=N (3)
   --monitor-interval S              seconds between worker checks (default 0.1)
   --stop-grace-period S             SIGTERM to SIGKILL delay when stopping workers (default 30)
   --log-dir D                       D/<run id>_XXXXXX/attempt_<k>/<local rank>/{stdout,stderr}.log

@@ -1,7 +1,8 @@
 // The command line of longtune-run: torchrun's flags and meanings (dash and underscore spellings,
 // PET_<NAME> environment fallbacks), parsed once into LaunchOptions and validated. Only static
-// rendezvous (and --standalone) is supported: elastic node ranges, c10d/etcd rendezvous and Python
-// module launching (-m, --run-path) are refused with an error that names the flag.
+// rendezvous (fixed --node-rank, node 0 hosts the store; and --standalone) is supported: elastic node
+// ranges, c10d/etcd rendezvous (ranks assigned at join) and Python module launching (-m, --run-path)
+// are refused with an error that names the flag.
 #pragma once
 
 #include "common/check.h"
@@ -36,7 +37,10 @@ struct LaunchOptions {
   bool standalone = false;           // single node, MASTER_ADDR=localhost, a free port, uuid run id
   std::string run_id = "none";       // --rdzv-id; TORCHELASTIC_RUN_ID and the log subfolder prefix
   std::string role = "default";      // ROLE_NAME and the tee prefix
-  int max_restarts = 0;              // whole-group restarts after a worker failure
+  int max_restarts = 0;              // rounds after the first: every failure anywhere consumes one
+  double rdzv_timeout_s = 600;       // --rdzv-timeout (or --rdzv-conf join_timeout): a round must close within it
+  double keep_alive_interval_s = 5;  // --rdzv-conf keep_alive_interval: a launcher's keep-alive period
+  int keep_alive_max_attempt = 3;    // --rdzv-conf keep_alive_max_attempt: missed ones before a node is dead
   double monitor_interval_s = 0.1;   // upper bound between two checks of the workers
   double stop_grace_s = 30.0;        // SIGTERM -> SIGKILL delay when stopping workers
   std::string log_dir;               // empty: a fresh folder under $TMPDIR, as torchrun

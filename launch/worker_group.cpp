@@ -1,10 +1,12 @@
 // Worker processes of one node (see worker_group.h): fork + execvp with torchrun's environment, each
 // worker in its own process group (so a stop also reaches its children), a self-pipe for signals and
-// SIGCHLD, and poll() over the teed pipes so that one thread prefixes output and watches exits.
+// SIGCHLD, and poll() over the teed pipes so that one thread prefixes output, watches exits and
+// polls the round (the rendezvous store is read between two polls, never blocking on workers).
 #include "launch/worker_group.h"
 
 #include "common/file_io.h"
 #include "launch/output_stream.h"
+#include "launch/rendezvous.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -23,6 +25,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 extern char** environ;
 
@@ -137,6 +140,8 @@ pid_t spawn(const std::vector<std::string>& command, const std::vector<std::stri
   argv.push_back(nullptr);
   for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  // Formatted before fork(): the store's threads may hold the allocator's lock in the child.
+  const std::string exec_error = fmt::format("longtune-run: cannot execute '{}': ", argv[0]);
   const pid_t parent = getpid();
   const pid_t pid = fork();
   LT_CHECK(pid >= 0, "fork: {}", std::strerror(errno));
@@ -151,9 +156,14 @@ pid_t spawn(const std::vector<std::string>& command, const std::vector<std::stri
     for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD, SIGUSR1, SIGUSR2}) signal(sig, SIG_DFL);
     if (out.fd >= 0) dup2(out.fd, STDOUT_FILENO);
     if (err.fd >= 0) dup2(err.fd, STDERR_FILENO);
+    // The store's listening and client sockets must not outlive this launcher in a worker: a
+    // restarted launcher could not bind the port while a (stopped) worker still held it.
+    close_range(3, ~0U, 0);
     execvpe(argv[0], argv.data(), envp.data());
-    const std::string msg = fmt::format("longtune-run: cannot execute '{}': {}\n", argv[0], std::strerror(errno));
-    write_all(STDERR_FILENO, msg.data(), msg.size());
+    const char* reason = std::strerror(errno);
+    write_all(STDERR_FILENO, exec_error.data(), exec_error.size());
+    write_all(STDERR_FILENO, reason, std::strlen(reason));
+    write_all(STDERR_FILENO, "\n", 1);
     _exit(127);
   }
   setpgid(pid, pid);  // also in the parent, so a signal sent right away cannot miss the group
@@ -210,6 +220,8 @@ void stop_all(std::vector<Worker>& workers, SignalPipe& signals, int sig, const 
     log_launcher(fmt::format("sending process {} (local_rank {}) closing signal {}", w.pid, w.local_rank,
                              sigabbrev_np(sig) ? std::string("SIG") + sigabbrev_np(sig) : std::to_string(sig)));
     signal_worker(w, sig);
+    // A stopped worker (SIGSTOP, a debugger) holds the signal pending until it runs again.
+    if (sig != SIGKILL) signal_worker(w, SIGCONT);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.stop_grace_s);
   bool escalate = false;
@@ -232,7 +244,8 @@ void stop_all(std::vector<Worker>& workers, SignalPipe& signals, int sig, const 
 enum class AttemptEnd { kSucceeded, kFailed, kInterrupted };
 
 AttemptEnd run_attempt(const LaunchOptions& o, int restart_count, const fs::path& run_dir,
-                       SignalPipe& signals, GroupResult& result) {
+                       SignalPipe& signals, Rendezvous& rendezvous, GroupResult& result) {
+  result.remote_failure.clear();
   const fs::path attempt_dir = run_dir / fmt::format("attempt_{}", restart_count);
   remove_tree(attempt_dir);  // a rerun with the same --log-dir and run folder name starts clean
   fs::create_directories(attempt_dir);
@@ -257,12 +270,14 @@ AttemptEnd run_attempt(const LaunchOptions& o, int restart_count, const fs::path
 
   AttemptEnd end = AttemptEnd::kSucceeded;
   std::vector<Worker*> failed;
+  bool reported_done = false;
   while (true) {
     const std::vector<int> got = wait_events(workers, signals, std::max(o.monitor_interval_s, 0.001));
     failed = reap(workers);
     if (!got.empty()) {
       log_launcher(fmt::format("received signal {}, stopping workers", got.front()));
       result.launcher_signal = got.front();
+      rendezvous.close(fmt::format("node {} received signal {}", o.node_rank, got.front()));
       stop_all(workers, signals, got.front(), o);
       end = AttemptEnd::kInterrupted;
       break;
@@ -287,11 +302,32 @@ AttemptEnd run_attempt(const LaunchOptions& o, int restart_count, const fs::path
         if (fs::exists(w->error_file)) f.error_file = w->error_file;
         result.failures.push_back(f);
       }
+      const WorkerFailure& first = result.failures.front();
+      rendezvous.fail_round(fmt::format("node {}: worker rank {} (local_rank {}, pid {}) failed ({})", o.node_rank,
+                                        first.rank, first.local_rank, first.pid,
+                                        first.signal != 0 ? fmt::format("signal {}", first.signal)
+                                                          : fmt::format("exitcode {}", first.exit_code)));
       stop_all(workers, signals, SIGTERM, o);
       end = AttemptEnd::kFailed;
       break;
     }
-    if (!any_alive(workers)) break;
+    if (!any_alive(workers) && !reported_done) {  // then wait for the other nodes (torchrun's exit barrier)
+      rendezvous.mark_done();
+      reported_done = true;
+    }
+    const Rendezvous::RoundState state = rendezvous.poll_round();
+    if (state == Rendezvous::RoundState::kSucceeded) break;
+    if (state == Rendezvous::RoundState::kFailed || state == Rendezvous::RoundState::kClosed) {
+      log_launcher(fmt::format("round {} {}: {}; stopping the local workers", restart_count,
+                               state == Rendezvous::RoundState::kClosed ? "ended" : "failed", rendezvous.failure()));
+      result.failures.clear();
+      result.remote_failure = rendezvous.failure();
+      stop_all(workers, signals, SIGTERM, o);
+      // A peer's signal closes the rendezvous: this node ends as if it had received SIGTERM itself.
+      if (state == Rendezvous::RoundState::kClosed) result.launcher_signal = SIGTERM;
+      end = state == Rendezvous::RoundState::kClosed ? AttemptEnd::kInterrupted : AttemptEnd::kFailed;
+      break;
+    }
   }
   result.wait_statuses.clear();
   for (Worker& w : workers) {
@@ -340,6 +376,42 @@ std::string make_temp_dir(const fs::path& parent, const std::string& prefix) {
   return tmpl;
 }
 
+RendezvousOptions rendezvous_options(const LaunchOptions& o) {
+  RendezvousOptions r;
+  r.host = o.master_addr;
+  r.port = o.master_port;
+  r.nnodes = o.nnodes;
+  r.node_rank = o.node_rank;
+  r.run_id = o.run_id;
+  r.join_timeout_s = o.rdzv_timeout_s;
+  r.keep_alive_interval_s = o.keep_alive_interval_s;
+  r.keep_alive_max_attempt = o.keep_alive_max_attempt;
+  return r;
+}
+
+// Joins the next round and waits, handling signals, until every node has joined it. nullopt: a
+// handled signal arrived first (result.launcher_signal says which).
+std::optional<int> wait_for_round(const LaunchOptions& o, Rendezvous& rendezvous, int min_round, SignalPipe& signals,
+                                  GroupResult& result) {
+  rendezvous.join(min_round);
+  std::vector<Worker> none;
+  while (true) {
+    if (const std::optional<int> round = rendezvous.poll_join()) {
+      if (o.nnodes > 1) {
+        log_launcher(fmt::format("round {}: all {} nodes joined; starting {} worker(s) on node {}", *round,
+                                 o.nnodes, o.nproc_per_node, o.node_rank));
+      }
+      return round;
+    }
+    if (const std::vector<int> got = wait_events(none, signals, std::clamp(o.monitor_interval_s, 0.01, 0.2));
+        !got.empty()) {
+      log_launcher(fmt::format("received signal {} while waiting for the other nodes", got.front()));
+      result.launcher_signal = got.front();
+      return std::nullopt;
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> worker_environment(const LaunchOptions& o, int local_rank, int restart_count,
@@ -366,9 +438,9 @@ std::vector<std::string> worker_environment(const LaunchOptions& o, int local_ra
   env["TORCHELASTIC_RESTART_COUNT"] = std::to_string(restart_count);
   env["TORCHELASTIC_MAX_RESTARTS"] = std::to_string(o.max_restarts);
   env["TORCHELASTIC_RUN_ID"] = o.run_id;
-  // torchrun says "True" because its agent hosts a TCPStore at MASTER_PORT; no store runs here, so
-  // rank 0 of the workers must host it (torch's env:// init does so when this is not "True").
-  env["TORCHELASTIC_USE_AGENT_STORE"] = "False";
+  // As torchrun: node 0's launcher hosts the TCPStore at MASTER_ADDR:MASTER_PORT (rendezvous.h), so
+  // no worker hosts it and a restarted worker group never meets a dying worker's store.
+  env["TORCHELASTIC_USE_AGENT_STORE"] = "True";
   env["TORCHELASTIC_ERROR_FILE"] = error_file;
   env["TORCHELASTIC_SIGNALS_TO_HANDLE"] = o.signals_to_handle_text;
   env.try_emplace("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1");
@@ -396,24 +468,28 @@ GroupResult run_worker_group(const LaunchOptions& options) {
                             ? fs::path(make_temp_dir(tmp != nullptr ? tmp : "/tmp", "longtune-run_"))
                             : fs::path(o.log_dir);
   result.run_log_dir = make_temp_dir(base, o.run_id + "_");
+  Rendezvous rendezvous(rendezvous_options(o));
   SignalPipe signals(o.signals_to_handle);
-  for (int restart = 0;; ++restart) {
-    result.restarts = restart;
-    const AttemptEnd end = run_attempt(o, restart, result.run_log_dir, signals, result);
-    if (end == AttemptEnd::kSucceeded) {
-      result.outcome = GroupResult::Outcome::kSucceeded;
-      return result;
-    }
-    if (end == AttemptEnd::kInterrupted) {
+  for (int min_round = 0;;) {
+    const std::optional<int> round = wait_for_round(o, rendezvous, min_round, signals, result);
+    if (!round) {  // a signal while waiting for the other nodes
+      rendezvous.close(fmt::format("node {} received signal {}", o.node_rank, result.launcher_signal));
+      rendezvous.leave();
       result.outcome = GroupResult::Outcome::kInterrupted;
       return result;
     }
-    if (restart >= o.max_restarts) {
-      result.outcome = GroupResult::Outcome::kFailed;
+    result.restarts = *round;
+    const AttemptEnd end = run_attempt(o, *round, result.run_log_dir, signals, rendezvous, result);
+    if (end != AttemptEnd::kFailed || *round >= o.max_restarts) {
+      rendezvous.leave();
+      result.outcome = end == AttemptEnd::kSucceeded   ? GroupResult::Outcome::kSucceeded
+                       : end == AttemptEnd::kFailed    ? GroupResult::Outcome::kFailed
+                                                       : GroupResult::Outcome::kInterrupted;
       return result;
     }
-    log_launcher(fmt::format("worker group failed; restarting it ({} of {} restarts)", restart + 1,
-                             o.max_restarts));
+    log_launcher(fmt::format("worker group failed in round {}; restarting it in the next round ({} of {} restarts)",
+                             *round, *round + 1, o.max_restarts));
+    min_round = *round + 1;
   }
 }
 
@@ -440,6 +516,9 @@ std::string failure_summary(const LaunchOptions& o, const GroupResult& result) {
     }
     s += fmt::format("  error_file: {}\n  log_file  : {}\n", f.error_file.empty() ? "<N/A>" : f.error_file,
                      f.stderr_log.empty() ? "<N/A> (use --redirects 2 or --tee 2 to keep one)" : f.stderr_log);
+  }
+  if (result.failures.empty() && !result.remote_failure.empty()) {
+    s += fmt::format("Root Cause (reported through the rendezvous):\n  {}\n", result.remote_failure);
   }
   s += fmt::format("The other local workers were stopped. Logs: {}\n{}\n", result.run_log_dir, rule);
   return s;

@@ -1,9 +1,10 @@
 // The local worker group: starts nproc_per_node processes of PROGRAM with torchrun's environment,
-// watches them, stops them all (SIGTERM, then SIGKILL after a grace period) as soon as one fails or
-// the launcher gets a handled signal, and restarts the group up to --max-restarts times. Output goes
-// to the console, to per-rank log files, or both with a "[<role><local rank>]:" prefix.
-// Not done here: rendezvous between nodes (static ranks only) and any store; the workers' own
-// process-group init (rank 0 hosts the TCPStore at MASTER_PORT) is the only barrier.
+// watches them, stops them all (SIGTERM, then SIGKILL after a grace period) as soon as one fails, the
+// round fails on another node, or the launcher gets a handled signal, and restarts the group in the
+// next round agreed with the other nodes' launchers (rendezvous.h), up to --max-restarts rounds.
+// Output goes to the console, to per-rank log files, or both with a "[<role><local rank>]:" prefix.
+// Not done here: the round protocol itself (rendezvous), and the workers' process group, which uses
+// this launcher's store (TORCHELASTIC_USE_AGENT_STORE=True) under a per-round key prefix.
 #pragma once
 
 #include "launch/options.h"
@@ -31,7 +32,8 @@ struct WorkerFailure {
 struct GroupResult {
   enum class Outcome { kSucceeded, kFailed, kInterrupted } outcome = Outcome::kSucceeded;
   int restarts = 0;                     // restarts done (= TORCHELASTIC_RESTART_COUNT of the last attempt)
-  std::vector<WorkerFailure> failures;  // kFailed: first observed failure first
+  std::vector<WorkerFailure> failures;  // kFailed: first observed failure first (on this node)
+  std::string remote_failure;           // kFailed/kInterrupted on another node's account: its reason
   int launcher_signal = 0;              // kInterrupted: the signal the launcher received
   std::vector<int> wait_statuses;       // raw waitpid status of every local worker, last attempt
   std::string run_log_dir;              // <log_dir>/<run_id>_XXXXXX

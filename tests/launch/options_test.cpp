@@ -94,6 +94,40 @@ TEST(LaunchOptions, RefusesWhatItCannotDo) {
   expect_usage_error({"--standalone", "--nnodes", "2", "prog"}, "--standalone");
 }
 
+TEST(LaunchOptions, RendezvousTimeoutFromFlagPetVariableOrRdzvConf) {
+  EXPECT_DOUBLE_EQ(parse({"prog"}).rdzv_timeout_s, 600);
+  EXPECT_DOUBLE_EQ(parse({"--rdzv-timeout", "30", "prog"}).rdzv_timeout_s, 30);
+  EXPECT_DOUBLE_EQ(parse({"--rdzv_timeout=2.5", "prog"}).rdzv_timeout_s, 2.5);
+  setenv("PET_RDZV_TIMEOUT", "45", 1);
+  const double from_env = parse({"prog"}).rdzv_timeout_s;
+  const double flag_wins = parse({"--rdzv-timeout", "7", "prog"}).rdzv_timeout_s;
+  unsetenv("PET_RDZV_TIMEOUT");
+  EXPECT_DOUBLE_EQ(from_env, 45);
+  EXPECT_DOUBLE_EQ(flag_wins, 7);
+  const LaunchOptions c = parse({"--rdzv-conf", "join_timeout=20,keep_alive_interval=1.5,keep_alive_max_attempt=2",
+                                 "prog"});
+  EXPECT_DOUBLE_EQ(c.rdzv_timeout_s, 20);
+  EXPECT_DOUBLE_EQ(c.keep_alive_interval_s, 1.5);
+  EXPECT_EQ(c.keep_alive_max_attempt, 2);
+  EXPECT_DOUBLE_EQ(parse({"--rdzv-conf", "join_timeout=20", "--rdzv-timeout", "9", "prog"}).rdzv_timeout_s, 9);
+  const LaunchOptions d = parse({"prog"});
+  EXPECT_DOUBLE_EQ(d.keep_alive_interval_s, 5);
+  EXPECT_EQ(d.keep_alive_max_attempt, 3);
+  expect_usage_error({"--rdzv-timeout", "0", "prog"}, "--rdzv-timeout");
+  expect_usage_error({"--rdzv-timeout", "soon", "prog"}, "--rdzv-timeout");
+  expect_usage_error({"--rdzv-conf", "last_call_timeout=3", "prog"}, "last_call_timeout");
+  expect_usage_error({"--rdzv-conf", "join_timeout", "prog"}, "KEY=VALUE");
+  expect_usage_error({"--rdzv-conf", "keep_alive_max_attempt=0", "prog"}, "keep_alive_max_attempt");
+}
+
+TEST(LaunchOptions, StaticBackendWithAnEndpointIsAccepted) {
+  const LaunchOptions o = parse({"--rdzv-backend", "static", "--rdzv-endpoint", "node0:29400", "--nnodes", "2",
+                                 "--node-rank", "1", "prog"});
+  EXPECT_EQ(o.master_addr, "node0");
+  EXPECT_EQ(o.master_port, 29400);
+  expect_usage_error({"--rdzv-backend", "etcd", "prog"}, "only static");
+}
+
 TEST(WorkerEnvironment, RanksFollowStaticRendezvous) {
   const LaunchOptions o = parse({"--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "4", "--role", "r",
                                  "--max-restarts", "3", "prog"});
@@ -111,6 +145,7 @@ TEST(WorkerEnvironment, RanksFollowStaticRendezvous) {
   EXPECT_EQ(env.at("TORCHELASTIC_RESTART_COUNT"), "2");
   EXPECT_EQ(env.at("TORCHELASTIC_MAX_RESTARTS"), "3");
   EXPECT_EQ(env.at("TORCHELASTIC_ERROR_FILE"), "/e.json");
+  EXPECT_EQ(env.at("TORCHELASTIC_USE_AGENT_STORE"), "True");  // node 0's launcher hosts the store
   EXPECT_EQ(env.at("OMP_NUM_THREADS"), "1");
   setenv("OMP_NUM_THREADS", "6", 1);
   EXPECT_EQ(as_map(worker_environment(o, 0, 0, "")).at("OMP_NUM_THREADS"), "6");

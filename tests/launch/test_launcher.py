@@ -53,9 +53,8 @@ time.sleep(60)
 RANK_KEYS = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
              "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
              "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID",
-             "OMP_NUM_THREADS", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "TORCHELASTIC_SIGNALS_TO_HANDLE"]
-# Set by torchrun but meaning something else here: its agent hosts a store, ours does not.
-DIFFERENT_BY_DESIGN = {"TORCHELASTIC_USE_AGENT_STORE"}
+             "OMP_NUM_THREADS", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "TORCHELASTIC_SIGNALS_TO_HANDLE",
+             "TORCHELASTIC_USE_AGENT_STORE"]  # "True": the launcher hosts the store, as torchrun's agent
 
 
 def free_port():
