@@ -133,7 +133,7 @@ EvalModel load_eval_model(const std::string& dir, const std::string& dtype, cons
   // Evaluation keeps no fp32 masters: the shards are held in the compute dtype.
   out.sharding = std::make_unique<dist::ShardedParameters>(*out.llama, dist::MixedPrecision{compute, compute},
                                                            dist::ShardingStrategy::kFullShard, *group, device,
-                                                           /*prefetch=*/device.is_cuda());
+                                                           dist::ShardingOptions{device.is_cuda() ? 1 : 0});
   dist::load_weights(*out.sharding, *trainer::open_weights(source, config, /*seed=*/0));
   out.llama->eval();
   return out;

@@ -118,14 +118,7 @@ void run_document_perplexity(const PerplexityArgs& args) {
     const auto start = std::chrono::steady_clock::now();
     eval::PerplexityPartial partial =
         eval::evaluate_perplexity_partial(*llama, *docs.documents, options, env.rank, env.world_size);
-    if (group) {
-      at::Tensor sums = at::tensor({partial.window_nll_sum, partial.windows, partial.token_nll_sum, partial.tokens,
-                                    partial.documents}, at::TensorOptions().dtype(at::kDouble)).to(device);
-      group->all_reduce_sum(sums).wait();
-      sums = sums.cpu();
-      partial = {sums[0].item<double>(), sums[1].item<double>(), sums[2].item<double>(), sums[3].item<double>(),
-                 sums[4].item<double>()};
-    }
+    if (group) partial = eval::PerplexityPartial::from_sums(dist::all_reduce_sum(*group, partial.sums(), device));
     eval::PerplexityResult r = eval::finalize_perplexity(partial);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!leader) continue;

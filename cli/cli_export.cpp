@@ -29,7 +29,7 @@ void run_export(const ExportArgs& args) {
     LT_CHECK(args.rope.empty(), "export-hf --checkpoint: the checkpoint's trained RoPE is exported; "
              "--rope-scaling applies to --model only");
     trainer::HfExportOptions options;
-    options.dtype = args.dtype.empty() ? "float32" : args.dtype;
+    options.dtype = args.dtype;  // empty: the dtype the run trained in
     options.max_shard_gb = args.max_shard_gb;
     trainer::export_checkpoint_to_hf(args.checkpoint, args.out, options);
     return;
@@ -59,7 +59,9 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--checkpoint", args->checkpoint, "source training checkpoint (step or run directory)");
   cmd->add_option("--out", args->out, "output directory")->required();
   cmd->add_option("--rope-scaling", args->rope, "record a RoPE scaling: TYPE:FACTOR[:ORIGINAL], e.g. linear:4");
-  cmd->add_option("--dtype", args->dtype, "storage dtype float32|bfloat16|float16 (default: the source's)");
+  cmd->add_option("--dtype", args->dtype,
+                  "storage dtype float32|bfloat16|float16 (default: the source's; for --checkpoint the run's "
+                  "training dtype, model.dtype)");
   cmd->add_option("--max-shard-gb", args->max_shard_gb, "split weights into files of at most this size")
       ->capture_default_str();
   cmd->callback([args] { run_export(*args); });

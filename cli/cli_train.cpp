@@ -37,7 +37,12 @@ void run_train(const TrainArgs& args, trainer::StepProbe* probe) {
   if (dist.rank != 0) return;  // the final checkpoint is complete on disk; one rank exports it
   if (config.checkpoint.export_hf_at_end) {
     trainer::HfExportOptions options;
-    trainer::export_checkpoint_to_hf(config.train.run_dir, fs::path(config.train.run_dir) / "hf", options);
+    // This run just wrote the checkpoint (its SHA-256s come from the bytes written) or resume
+    // verified it: hashing it again would only re-read it. Exported exactly, not "the newest".
+    options.verify = false;
+    const fs::path checkpoint = trainer.last_checkpoint().empty() ? fs::path(config.train.run_dir)
+                                                                  : trainer.last_checkpoint();
+    trainer::export_checkpoint_to_hf(checkpoint, fs::path(config.train.run_dir) / "hf", options);
   }
   std::cout << "run directory: " << config.train.run_dir << " (metrics.jsonl, train.log, checkpoints/"
             << (config.checkpoint.export_hf_at_end ? ", hf/" : "") << ")\n";

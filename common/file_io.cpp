@@ -5,10 +5,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <exception>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "common/check.h"
@@ -31,7 +35,11 @@ void write_all(int fd, const void* data, size_t bytes, const std::filesystem::pa
 
 }  // namespace
 
-AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
+AtomicFile::AtomicFile(std::filesystem::path path, bool sha256, bool sync_directory)
+    : path_(std::move(path)),
+      sync_directory_(sync_directory),
+      hash_(sha256 ? std::make_unique<Sha256>() : nullptr),
+      staging_(nullptr, std::free) {
   temp_path_ = path_;
   temp_path_ += ".tmp-" + std::to_string(::getpid());
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -43,14 +51,70 @@ AtomicFile::~AtomicFile() {
   if (!committed_) ::unlink(temp_path_.c_str());
 }
 
+void AtomicFile::put(const char* data, size_t bytes) {
+  if (hash_ && bytes == kWriteBlockBytes) {
+    // Hashing and copying into the page cache both read the block: side by side, on two cores.
+    std::exception_ptr hash_error;
+    std::thread hasher([&] {
+      try {
+        hash_->update(data, bytes);
+      } catch (...) {
+        hash_error = std::current_exception();
+      }
+    });
+    try {
+      write_all(fd_, data, bytes, temp_path_);
+    } catch (...) {
+      hasher.join();
+      throw;
+    }
+    hasher.join();
+    if (hash_error) std::rethrow_exception(hash_error);
+  } else {
+    if (hash_) hash_->update(data, bytes);
+    write_all(fd_, data, bytes, temp_path_);
+  }
+  written_ += bytes;
+}
+
+void AtomicFile::flush() {
+  if (staged_ == 0) return;
+  put(staging_.get(), staged_);
+  staged_ = 0;
+}
+
 void AtomicFile::write(const void* data, size_t bytes) {
   LT_CHECK(fd_ >= 0 && !committed_, "{}: write after commit", path_.string());
-  write_all(fd_, data, bytes, temp_path_);
+  const char* cursor = static_cast<const char*>(data);
   size_ += bytes;
+  while (bytes > 0) {
+    if (staged_ == 0 && bytes >= kWriteBlockBytes) {
+      // At a block boundary with a whole block to go: straight from the caller's memory, no copy.
+      const size_t whole = bytes - bytes % kWriteBlockBytes;
+      for (size_t done = 0; done < whole; done += kWriteBlockBytes) put(cursor + done, kWriteBlockBytes);
+      cursor += whole;
+      bytes -= whole;
+      continue;
+    }
+    if (!staging_) {
+      void* memory = nullptr;
+      LT_CHECK(::posix_memalign(&memory, 4096, kWriteBlockBytes) == 0, "{}: out of memory for the write buffer",
+               path_.string());
+      staging_.reset(static_cast<char*>(memory));
+    }
+    const size_t take = std::min(bytes, kWriteBlockBytes - staged_);
+    std::memcpy(staging_.get() + staged_, cursor, take);
+    staged_ += take;
+    cursor += take;
+    bytes -= take;
+    if (staged_ == kWriteBlockBytes) flush();
+  }
 }
 
 void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
   LT_CHECK(offset + bytes <= size_, "{}: write_at past the end", path_.string());
+  LT_CHECK(!hash_, "{}: write_at on a file hashed as it is streamed", path_.string());
+  flush();
   const char* cursor = static_cast<const char*>(data);
   while (bytes > 0) {
     const ssize_t n = ::pwrite(fd_, cursor, bytes, static_cast<off_t>(offset));
@@ -62,21 +126,23 @@ void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
   }
 }
 
-void AtomicFile::commit() {
+FileDigest AtomicFile::commit() {
   LT_CHECK(fd_ >= 0 && !committed_, "{}: commit twice", path_.string());
+  flush();
   LT_CHECK(::fsync(fd_) == 0, "{}: fsync failed: {}", temp_path_.string(), errno_text());
   LT_CHECK(::close(fd_) == 0, "{}: close failed: {}", temp_path_.string(), errno_text());
   fd_ = -1;
   LT_CHECK(::rename(temp_path_.c_str(), path_.c_str()) == 0, "{}: rename from {} failed: {}",
            path_.string(), temp_path_.string(), errno_text());
   committed_ = true;
-  fsync_directory(path_.has_parent_path() ? path_.parent_path() : std::filesystem::path("."));
+  if (sync_directory_) fsync_directory(path_.has_parent_path() ? path_.parent_path() : std::filesystem::path("."));
+  return FileDigest{size_, hash_ ? hash_->hex_digest() : std::string()};
 }
 
-void write_file_atomic(const std::filesystem::path& path, std::string_view content) {
-  AtomicFile file(path);
+FileDigest write_file_atomic(const std::filesystem::path& path, std::string_view content, bool sync_directory) {
+  AtomicFile file(path, /*sha256=*/true, sync_directory);
   file.write(content);
-  file.commit();
+  return file.commit();
 }
 
 std::string read_file(const std::filesystem::path& path) {

@@ -1,22 +1,42 @@
 // Crash-safe file output and content hashing, shared by data preparation and checkpoints.
 // AtomicFile writes to "<path>.tmp-<pid>", and commit() fsyncs it, renames it over <path> and fsyncs
 // the directory, so a reader sees either the old file or the whole new one, never a torn write
-// (kill -9 included). Not a general file API: reads go through mmap or iostreams where they are used.
+// (kill -9 included). Writes go to the file in whole blocks of kWriteBlockBytes at block-aligned
+// offsets, and with `sha256` each block is hashed as it is written (a whole block on a helper thread
+// while this one copies it into the page cache), so the file's digest comes out of the single pass
+// that writes it (no re-read). Not a general file API: reads go through mmap or iostreams where
+// they are used.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 
 namespace longtune {
 
+class Sha256;
+
+// What commit() wrote: the size, and the SHA-256 of every byte (lowercase hex; empty when the
+// file was opened without hashing).
+struct FileDigest {
+  uint64_t bytes = 0;
+  std::string sha256;
+};
+
 class AtomicFile {
  public:
+  // Bytes per write(2) (8 MiB): few system calls, block-aligned offsets, a block still in cache
+  // when it is hashed and then copied into the page cache.
+  static constexpr size_t kWriteBlockBytes = size_t{8} << 20;
+
   // Opens a fresh temporary file next to `path` (its directory must exist); throws longtune::Error
-  // naming the path on failure.
-  explicit AtomicFile(std::filesystem::path path);
+  // naming the path on failure. With `sha256`, commit() returns the digest of what was written.
+  // Without `sync_directory`, commit() leaves the directory's fsync to the caller (one for many
+  // files, as a checkpoint's writer does).
+  explicit AtomicFile(std::filesystem::path path, bool sha256 = false, bool sync_directory = true);
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
   // Removes the temporary file unless commit() succeeded.
@@ -24,24 +44,35 @@ class AtomicFile {
 
   void write(const void* data, size_t bytes);
   void write(std::string_view text) { write(text.data(), text.size()); }
-  // Overwrites bytes already written at `offset` (for headers filled in at the end).
+  // Overwrites bytes already written at `offset` (for headers filled in at the end). Not allowed on
+  // a hashing file: the digest is of the bytes as they were streamed.
   void write_at(uint64_t offset, const void* data, size_t bytes);
   uint64_t bytes_written() const { return size_; }
-  // fsync, rename onto the final path, fsync the directory. Throws on any failure.
-  void commit();
+  // fsync, rename onto the final path, fsync the directory (unless told not to). Throws on any
+  // failure.
+  FileDigest commit();
 
   const std::filesystem::path& path() const { return path_; }
 
  private:
+  // Hashes and writes the staged bytes (a whole block, or the tail at commit).
+  void flush();
+  // Hashes and writes `bytes` at the current end of the file.
+  void put(const char* data, size_t bytes);
   std::filesystem::path path_;
   std::filesystem::path temp_path_;
   int fd_ = -1;
-  uint64_t size_ = 0;
+  uint64_t size_ = 0;     // bytes accepted by write(), staged ones included
+  uint64_t written_ = 0;  // bytes handed to the file
   bool committed_ = false;
+  bool sync_directory_ = true;
+  std::unique_ptr<Sha256> hash_;                      // null without sha256
+  std::unique_ptr<char, void (*)(void*)> staging_;    // page-aligned, kWriteBlockBytes, made on first use
+  size_t staged_ = 0;
 };
 
-// Writes `content` to `path` atomically (AtomicFile + commit).
-void write_file_atomic(const std::filesystem::path& path, std::string_view content);
+// Writes `content` to `path` atomically (AtomicFile + commit); returns its size and SHA-256.
+FileDigest write_file_atomic(const std::filesystem::path& path, std::string_view content, bool sync_directory = true);
 // Whole file into a string; throws longtune::Error naming the path.
 std::string read_file(const std::filesystem::path& path);
 // fsync a directory so renames inside it are durable.

@@ -361,6 +361,10 @@ void JobConfig::validate() const {
                 "must be \"auto\", \"never\" or a checkpoint path, got \"\"");
 
   check.positive(parallel.collective_timeout_s, "parallel.collective_timeout_s");
+  check.require(parallel.prefetch_depth >= -1 && parallel.prefetch_depth <= 8, "parallel.prefetch_depth",
+                "must be in [0, 8] units, or -1 for auto, got {}", parallel.prefetch_depth);
+  check.require(parallel.reductions_in_flight >= 1 && parallel.reductions_in_flight <= 16,
+                "parallel.reductions_in_flight", "must be in [1, 16], got {}", parallel.reductions_in_flight);
 
   check.require(eval.stride >= 1 && eval.stride <= kMaxTokens, "eval.stride",
                 "must be in [1, {}] tokens, got {}", kMaxTokens, eval.stride);

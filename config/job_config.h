@@ -104,6 +104,7 @@ struct CheckpointSection {
   int64_t keep_last = 2;          // checkpoints kept on disk (>= 1)
   std::string resume = "auto";    // "auto" (latest in run_dir, if any) | "never" | checkpoint path
   bool export_hf_at_end = false;  // also write an HF model directory after the last step
+  bool async_save = true;         // snapshot to host memory, write on a background thread
 };
 
 // `parallel:` data parallelism.
@@ -111,6 +112,14 @@ struct ParallelSection {
   Sharding sharding = Sharding::kFullShard;  // FSDP-style sharding of params/grads/optimizer state
   Backend backend = Backend::kAuto;          // process group; auto: nccl on GPU, gloo on CPU
   int64_t collective_timeout_s = 600;        // seconds before a hung collective fails (> 0)
+  // Units whose all-gather is issued before they run, in forward and backward; -1: auto (1 on a GPU,
+  // where NCCL overlaps it with compute; 0 on the CPU, where Gloo's threads would take compute's cores).
+  int64_t prefetch_depth = -1;
+  int64_t reductions_in_flight = 2;          // gradient reduce-scatters outstanding at most (>= 1)
+  Dtype reduce_dtype = Dtype::kFloat32;      // gradients summed over ranks in this (micro-batches: in fp32)
+
+  // prefetch_depth with auto resolved for a run on a GPU (`cuda`) or the CPU.
+  int64_t prefetch_depth_on(bool cuda) const { return prefetch_depth >= 0 ? prefetch_depth : (cuda ? 1 : 0); }
 };
 
 // `eval:` the validation run every train.eval_every steps. sliding: the paper's protocol
@@ -262,6 +271,7 @@ struct Fields<CheckpointSection> {
     v("keep_last", &S::keep_last);
     v("resume", &S::resume);
     v("export_hf_at_end", &S::export_hf_at_end);
+    v("async_save", &S::async_save);
   }
 };
 
@@ -273,6 +283,9 @@ struct Fields<ParallelSection> {
     v("sharding", &S::sharding);
     v("backend", &S::backend);
     v("collective_timeout_s", &S::collective_timeout_s);
+    v("prefetch_depth", &S::prefetch_depth);
+    v("reductions_in_flight", &S::reductions_in_flight);
+    v("reduce_dtype", &S::reduce_dtype);
   }
 };
 

@@ -19,8 +19,8 @@ struct DistEnv {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string source = "single";  // "torchrun" | "slurm" | "single"
-  // torchrun's elastic agent hosts the rendezvous store itself (TORCHELASTIC_USE_AGENT_STORE=True);
-  // otherwise rank 0 hosts it, as under longtune-run and SLURM.
+  // torchrun's elastic agent or longtune-run hosts the rendezvous store itself
+  // (TORCHELASTIC_USE_AGENT_STORE=True); otherwise rank 0 hosts it, as under SLURM.
   bool agent_hosts_store = false;
   int restart_count = 0;  // TORCHELASTIC_RESTART_COUNT: scopes store keys per attempt
   std::string gloo_interface;  // GLOO_SOCKET_IFNAME: the network interface Gloo binds ("" = by hostname)

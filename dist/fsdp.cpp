@@ -57,17 +57,20 @@ struct ShardedParameters::Unit {
 };
 
 ShardedParameters::ShardedParameters(model::LlamaImpl& model, MixedPrecision precision, ShardingStrategy mode,
-                                     ProcessGroup& group, const c10::Device& device, bool prefetch)
+                                     ProcessGroup& group, const c10::Device& device, const ShardingOptions& options)
     : model_(model),
       mode_(mode),
       group_(group),
-      prefetch_(prefetch),
+      options_(options),
       tied_(model.config().tie_word_embeddings),
       world_(mode == ShardingStrategy::kNoShard ? 1 : group.world_size()),
       compute_dtype_(precision.param_dtype),
       master_dtype_(precision.master_dtype),
-      reduce_dtype_(at::kFloat),  // gradients are summed over ranks in fp32, whatever the compute dtype
       layout_(flat_units(model)) {
+  LT_CHECK(options.prefetch_depth >= 0, "sharding: prefetch depth must be >= 0, got {}", options.prefetch_depth);
+  LT_CHECK(options.reductions_in_flight >= 1, "sharding: at least one gradient reduction must be allowed in flight");
+  LT_CHECK(options.reduce_dtype == at::kFloat || options.reduce_dtype == at::kBFloat16,
+           "sharding: gradients are reduced in float32 or bfloat16, not {}", c10::toString(options.reduce_dtype));
   torch::NoGradGuard no_grad;
   // Only names, shapes and dtypes of the model's parameters are used: their values (if they have
   // any; a hollow model has none) are dropped, and load_weights / load_masters fills the masters.
@@ -128,6 +131,17 @@ void ShardedParameters::start_gather(Unit& unit) {
   unit.gathering = group_.all_gather(unit.full, source);
 }
 
+// Issues the all-gathers of the prefetch_depth units after `from` in the direction `step` (+1 in
+// forward, -1 in backward). Every rank runs the same schedule, so collectives stay in one order.
+void ShardedParameters::prefetch(int64_t from, int64_t step) {
+  const int64_t units = static_cast<int64_t>(units_.size());
+  for (int64_t k = 1; k <= options_.prefetch_depth; ++k) {
+    const int64_t next = from + step * k;
+    if (next < 0 || next >= units) break;
+    start_gather(*units_[next]);
+  }
+}
+
 void ShardedParameters::gather(Unit& unit) {
   if (unit.gathered) return;
   start_gather(unit);
@@ -147,9 +161,8 @@ void ShardedParameters::before_unit(int64_t index) {
   const int64_t head = static_cast<int64_t>(units_.size()) - 1;
   gather(*units_[index]);
   if (tied_ && index == head) gather(*units_[0]);  // the head's matrix is the embedding's
-  // Issue the next unit's all-gather now, so it travels while this unit computes. Every rank runs
-  // the same forward, so collectives stay in the same order everywhere.
-  if (prefetch_ && index < head) start_gather(*units_[index + 1]);
+  // The next units' all-gathers travel while this unit computes.
+  prefetch(index, +1);
 }
 
 at::Tensor ShardedParameters::after_unit(int64_t index, const at::Tensor& output) {
@@ -173,8 +186,8 @@ at::Tensor ShardedParameters::after_unit(int64_t index, const at::Tensor& output
 void ShardedParameters::pre_backward(int64_t index) {
   if (!sharded()) return;
   gather(*units_[index]);
-  // The unit before this one is the next to run backward.
-  if (prefetch_ && index > 0) start_gather(*units_[index - 1]);
+  // The units before this one are the next to run backward.
+  prefetch(index, -1);
 }
 
 // ---- gradients ----
@@ -194,7 +207,7 @@ void ShardedParameters::reduce_gradients(Unit& unit) {
   if (!sharded() && !last_micro_batch_) return;
   torch::NoGradGuard no_grad;
   const FlatUnit& flat = layout_[unit.index];
-  at::Tensor flat_grad = at::empty({unit.padded}, unit.full.options().dtype(reduce_dtype_));  // (padded,)
+  at::Tensor flat_grad = at::empty({unit.padded}, unit.full.options().dtype(options_.reduce_dtype));  // (padded,)
   for (size_t i = 0; i < unit.params.size(); ++i) {
     const FlatParam& p = flat.params[i];
     flat_grad.narrow(0, p.offset, p.numel).copy_(unit.params[i].grad().reshape({-1}));
@@ -216,7 +229,7 @@ void ShardedParameters::reduce_gradients(Unit& unit) {
       const_cast<at::Tensor&>(master_grad).add_(flat_grad);
     });
   }
-  while (reductions_.size() > kReductionsInFlight) {
+  while (reductions_.size() > options_.reductions_in_flight) {
     reductions_.front()();
     reductions_.pop_front();
   }

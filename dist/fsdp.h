@@ -4,12 +4,14 @@
 // (padded, so any world size works); each rank keeps only its shard in the master dtype, which is
 // what the optimizer steps on. Modes:
 //   full_shard (ZeRO-3): a unit's compute-dtype parameters are all-gathered just before its forward
-//     and freed after it, re-gathered for its backward, and its gradients reduce-scattered (in
-//     fp32, or the master dtype) into the owning shards as soon as they are complete;
+//     and freed after it, re-gathered for its backward, and its gradients reduce-scattered (in the
+//     reduce dtype: fp32, or bf16 to halve the traffic) into the owning shards as soon as they are
+//     complete, where micro-batches accumulate in the master dtype;
 //   shard_grad_op (ZeRO-2): as full_shard, but gathered parameters stay from forward to backward;
 //   no_shard (DDP-like): every rank holds everything; gradients are all-reduced once per step.
-// On GPU the next unit's all-gather is prefetched while the current one computes and reductions run
-// on the process group's stream. The model's parameters become views into per-unit flat buffers.
+// The next units' all-gathers are prefetched while the current one computes, and reductions run on
+// the process group's stream; on GPU neither blocks the host. The model's parameters become views
+// into per-unit flat buffers.
 // Not the optimizer, not the checkpoint format (trainer/training_state) and not the process group.
 #pragma once
 
@@ -33,6 +35,15 @@ namespace longtune::dist {
 // The modes above, as torch.distributed.fsdp.ShardingStrategy names them.
 enum class ShardingStrategy { kFullShard, kShardGradOp, kNoShard };
 
+// How the sharding schedules its collectives.
+struct ShardingOptions {
+  int prefetch_depth = 0;           // units ahead whose all-gather is issued before they run (0: none)
+  size_t reductions_in_flight = 2;  // gradient reductions outstanding at most (>= 1)
+  // The dtype gradients are summed over ranks in: fp32, or bf16 (half the bytes, ~3 significant
+  // digits per partial sum). Either way the sum is accumulated into the master-dtype gradient.
+  at::ScalarType reduce_dtype = at::kFloat;
+};
+
 struct ShardedMemory {
   int64_t master_bytes = 0;          // this rank's master shards
   int64_t grad_bytes = 0;            // this rank's sharded gradients
@@ -47,9 +58,8 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   // best built hollow (model::ParameterInit::kHollow: no memory at all). They become views of the
   // unit buffers on `device`, and the masters start at zero: fill them with dist::load_weights
   // (each rank reads only its shard) or load_masters (a checkpoint) before the first step.
-  // `prefetch` overlaps the next unit's all-gather with the current unit's compute.
   ShardedParameters(model::LlamaImpl& model, MixedPrecision precision, ShardingStrategy mode, ProcessGroup& group,
-                    const c10::Device& device, bool prefetch);
+                    const c10::Device& device, const ShardingOptions& options = {});
   ~ShardedParameters() override;
 
   const std::vector<std::pair<std::string, at::Tensor>>& master() const override { return master_; }
@@ -63,10 +73,6 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   std::vector<std::pair<std::string, at::Tensor>> full_state() const override;
   void load_masters(const std::function<at::Tensor(size_t index)>& value) override;
 
-  // Gradient reductions in flight at most, so their fp32 buffers never add up to a whole unsharded
-  // gradient.
-  static constexpr size_t kReductionsInFlight = 2;
-
   ShardedMemory memory() const;
   void reset_peak() { peak_gathered_bytes_ = gathered_bytes_; }
 
@@ -75,6 +81,7 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   void before_unit(int64_t unit) override;
   at::Tensor after_unit(int64_t unit, const at::Tensor& output) override;
   void start_gather(Unit& unit);
+  void prefetch(int64_t from, int64_t step);
   void gather(Unit& unit);
   void release(Unit& unit);
   void pre_backward(int64_t unit);
@@ -85,10 +92,10 @@ class ShardedParameters final : public TrainingParameters, private model::UnitHo
   model::LlamaImpl& model_;
   ShardingStrategy mode_;
   ProcessGroup& group_;
-  bool prefetch_;
+  ShardingOptions options_;
   bool tied_;
   int world_;  // ranks a unit is split over (1 under no_shard)
-  at::ScalarType compute_dtype_, master_dtype_, reduce_dtype_;
+  at::ScalarType compute_dtype_, master_dtype_;
   std::vector<FlatUnit> layout_;
   std::vector<std::unique_ptr<Unit>> units_;
   std::vector<std::pair<std::string, at::Tensor>> master_;

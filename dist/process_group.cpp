@@ -10,11 +10,17 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
-#include "common/check.h"
-#include "common/log.h"
 #include <torch/cuda.h>
 
+#include "common/check.h"
+#include "common/log.h"
+#include "dist/collective_monitor.h"
+
 namespace longtune::dist {
+
+std::chrono::milliseconds timeout_grace(std::chrono::milliseconds timeout) {
+  return std::max<std::chrono::milliseconds>(std::chrono::seconds(5), timeout / 10);
+}
 
 void PendingCollective::wait() {
   if (!wait_) return;
@@ -30,9 +36,11 @@ namespace {
 class C10dProcessGroup final : public ProcessGroup {
  public:
   C10dProcessGroup(const DistEnv& env, const c10::Device& device, c10::intrusive_ptr<c10d::Store> store,
-                   c10::intrusive_ptr<c10d::Backend> backend, bool nccl, std::chrono::milliseconds timeout)
+                   c10::intrusive_ptr<c10d::Backend> backend, bool nccl, std::chrono::milliseconds timeout,
+                   WaitDiscipline wait)
       : env_(env), device_(device), store_(std::move(store)), backend_(std::move(backend)), nccl_(nccl),
-        timeout_(timeout) {}
+        timeout_(timeout), bounded_(wait == WaitDiscipline::kBounded),
+        monitor_(std::make_shared<CollectiveMonitor>(env.rank, bounded_ ? timeout + timeout_grace(timeout) : timeout)) {}
 
   ~C10dProcessGroup() override {
     try {
@@ -55,7 +63,7 @@ class C10dProcessGroup final : public ProcessGroup {
       source = source.view(at::kByte);
       target = out.view(at::kByte);
     }
-    return track("all_gather", backend_->_allgather_base(target, source), [source] {});
+    return track("all_gather", source, backend_->_allgather_base(target, source), [source] {});
   }
 
   PendingCollective reduce_scatter_sum(const at::Tensor& out, const at::Tensor& in) override {
@@ -64,7 +72,7 @@ class C10dProcessGroup final : public ProcessGroup {
     if (nccl_) {
       c10d::ReduceScatterOptions options;
       options.reduceOp = c10d::ReduceOp::SUM;
-      return track("reduce_scatter", backend_->_reduce_scatter_base(const_cast<at::Tensor&>(out),
+      return track("reduce_scatter", in, backend_->_reduce_scatter_base(const_cast<at::Tensor&>(out),
                                                                     const_cast<at::Tensor&>(in), options),
                    [] {});
     }
@@ -73,13 +81,13 @@ class C10dProcessGroup final : public ProcessGroup {
     std::vector<at::Tensor> buffers{in};
     const int64_t n = out.numel();
     const int64_t offset = n * env_.rank;
-    return track("reduce_scatter", backend_->allreduce(buffers, sum_options()),
+    return track("reduce_scatter", in, backend_->allreduce(buffers, sum_options()),
                  [in, out, offset, n] { const_cast<at::Tensor&>(out).copy_(in.narrow(0, offset, n)); });
   }
 
   PendingCollective all_reduce_sum(const at::Tensor& tensor) override {
     std::vector<at::Tensor> buffers{tensor};
-    return track("all_reduce", backend_->allreduce(buffers, sum_options()), [tensor] {});
+    return track("all_reduce", tensor, backend_->allreduce(buffers, sum_options()), [tensor] {});
   }
 
   void barrier() override {
@@ -115,17 +123,27 @@ class C10dProcessGroup final : public ProcessGroup {
   static std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 
   // Wraps a c10d work so that its failure (a timeout, a dead peer) surfaces as a longtune::Error
-  // naming the collective and this rank; `keep` holds the tensors alive until completion.
-  PendingCollective track(const char* what, c10::intrusive_ptr<c10d::Work> work, std::function<void()> then) {
-    const int rank = env_.rank;
-    const auto timeout = timeout_;
-    return PendingCollective([work, then = std::move(then), what, rank, timeout] {
+  // naming the collective and this rank, and so that the monitor watches it until it completes;
+  // `then` holds the tensors alive until completion.
+  PendingCollective track(const char* what, const at::Tensor& payload, c10::intrusive_ptr<c10d::Work> work,
+                          std::function<void()> then) {
+    const int64_t ticket = monitor_->watch(
+        fmt::format("{} of {:.1f} MB {}", what, static_cast<double>(payload.nbytes()) / 1e6,
+                    c10::toString(payload.scalar_type())),
+        work);
+    return PendingCollective([work, then = std::move(then), what, ticket, monitor = monitor_, rank = env_.rank,
+                              timeout = timeout_, bounded = bounded_] {
       try {
-        work->wait(timeout);
+        // Without a host timeout, ProcessGroupNCCL only makes the current stream wait; with one it
+        // would spin the CPU until the GPU is done.
+        if (bounded) work->wait(timeout);
+        else work->wait();
       } catch (const std::exception& e) {
+        monitor->finished(ticket);
         LT_FAIL("rank {}: {} failed (another rank died, stalled past the collective timeout of {} s, or "
                 "diverged): {}", rank, what, timeout.count() / 1000, first_line(e.what()));
       }
+      if (work->isCompleted()) monitor->finished(ticket);
       then();
     });
   }
@@ -136,6 +154,8 @@ class C10dProcessGroup final : public ProcessGroup {
   c10::intrusive_ptr<c10d::Backend> backend_;
   bool nccl_;
   std::chrono::milliseconds timeout_;
+  bool bounded_;
+  std::shared_ptr<CollectiveMonitor> monitor_;  // shared with the waits, which may outlive a call
 };
 
 c10::intrusive_ptr<c10d::Store> rendezvous(const DistEnv& env, std::chrono::milliseconds timeout) {
@@ -158,8 +178,13 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const DistEnv& env, std::chrono::mill
 }  // namespace
 
 std::unique_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env, const c10::Device& device, Backend backend,
-                                                   std::chrono::milliseconds timeout) {
+                                                   std::chrono::milliseconds timeout, WaitDiscipline wait) {
   const bool nccl = backend == Backend::kNccl || (backend == Backend::kAuto && device.is_cuda());
+  if (wait == WaitDiscipline::kAuto) wait = nccl ? WaitDiscipline::kDeviceOrdered : WaitDiscipline::kBounded;
+  // The monitor reports at the collective timeout when the host does not wait with a bound; the
+  // backend's own timeout (NCCL's watchdog, Gloo's transport) then only backs it up.
+  const std::chrono::milliseconds backend_timeout =
+      wait == WaitDiscipline::kDeviceOrdered ? timeout + timeout_grace(timeout) : timeout;
   LT_CHECK(!nccl || device.is_cuda(), "process group: the NCCL backend needs a CUDA device, but this rank runs on {}",
            device.str());
   c10::intrusive_ptr<c10d::Store> store = rendezvous(env, timeout);
@@ -168,13 +193,13 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env, const c10
 #ifdef USE_C10D_NCCL
     c10::cuda::set_device(device.index());
     auto options = c10d::ProcessGroupNCCL::Options::create();
-    options->timeout = timeout;
+    options->timeout = backend_timeout;
     group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, options);
 #else
     LT_FAIL("process group: this build of longtune has no NCCL support");
 #endif
   } else {
-    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    auto options = c10d::ProcessGroupGloo::Options::create(backend_timeout);
     options->devices.push_back(env.gloo_interface.empty()
                                    ? c10d::ProcessGroupGloo::createDefaultDevice()
                                    : c10d::ProcessGroupGloo::createDeviceForInterface(env.gloo_interface));
@@ -185,15 +210,24 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env, const c10
               std::string(e.what()).substr(0, std::string(e.what()).find('\n')));
     }
   }
-  LT_INFO("rank {}/{}: {} process group up (store {}:{}, timeout {} s)", env.rank, env.world_size,
-          nccl ? "nccl" : "gloo", env.master_addr, env.master_port, timeout.count() / 1000);
-  return std::make_unique<C10dProcessGroup>(env, device, std::move(store), std::move(group), nccl, timeout);
+  LT_INFO("rank {}/{}: {} process group up (store {}:{}, timeout {} s, {} waits)", env.rank, env.world_size,
+          nccl ? "nccl" : "gloo", env.master_addr, env.master_port, timeout.count() / 1000,
+          wait == WaitDiscipline::kBounded ? "bounded host" : "device-ordered");
+  return std::make_unique<C10dProcessGroup>(env, device, std::move(store), std::move(group), nccl, timeout, wait);
 }
 
 double all_reduce_sum(ProcessGroup& group, double value, const c10::Device& device) {
   at::Tensor t = at::full({1}, value, at::TensorOptions().dtype(at::kDouble).device(device));
   group.all_reduce_sum(t).wait();
   return t.item<double>();
+}
+
+std::vector<double> all_reduce_sum(ProcessGroup& group, const std::vector<double>& values, const c10::Device& device) {
+  if (values.empty()) return {};
+  at::Tensor t = at::tensor(values, at::TensorOptions().dtype(at::kDouble)).to(device);
+  group.all_reduce_sum(t).wait();
+  t = t.cpu();
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
 int64_t all_reduce_max(ProcessGroup& group, int64_t value, const c10::Device& device) {

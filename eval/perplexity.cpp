@@ -22,6 +22,13 @@ PerplexityPartial& PerplexityPartial::operator+=(const PerplexityPartial& other)
   return *this;
 }
 
+std::vector<double> PerplexityPartial::sums() const { return {window_nll_sum, windows, token_nll_sum, tokens, documents}; }
+
+PerplexityPartial PerplexityPartial::from_sums(const std::vector<double>& sums) {
+  LT_CHECK(sums.size() == 5, "perplexity: {} partial sums, expected 5", sums.size());
+  return {sums[0], sums[1], sums[2], sums[3], sums[4]};
+}
+
 namespace {
 
 // The rank that scores each window: costliest first, each to the least loaded rank (ties to the

@@ -12,6 +12,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "data/documents.h"
 #include "data/eval_windows.h"
@@ -42,6 +43,9 @@ struct PerplexityPartial {
   double documents = 0;       // documents scored
 
   PerplexityPartial& operator+=(const PerplexityPartial& other);
+  // The fields in one vector, so ranks sum them in one collective, and back.
+  std::vector<double> sums() const;
+  static PerplexityPartial from_sums(const std::vector<double>& sums);
 };
 
 struct PerplexityResult {

@@ -129,18 +129,6 @@ nlohmann::json parse_json_strict(const char* begin, const char* end, const std::
   return j;
 }
 
-// Writes all of [data, data+n) to fd, retrying partial writes and EINTR.
-void write_all(int fd, const void* data, size_t n, const std::string& where) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    LT_CHECK(w > 0, "{}: write failed: {}", where, errno_text());
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 }  // namespace
 
 std::string safetensors_dtype_name(c10::ScalarType dtype) {
@@ -299,9 +287,9 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
       const_cast<char*>(data), ti.shape, [keep](void*) mutable { keep.reset(); }, options);
 }
 
-void save_safetensors(const std::string& path,
-                      const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+FileDigest save_safetensors(const std::string& path,
+                            const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                            const std::map<std::string, std::string>& metadata, bool sync_directory) {
   const std::string where = fmt::format("safetensors file '{}'", path);
   std::vector<std::pair<std::string, at::Tensor>> items;
   items.reserve(tensors.size());
@@ -344,32 +332,13 @@ void save_safetensors(const std::string& path,
   std::array<unsigned char, 8> len_bytes{};
   for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(text.size() >> (8 * i));
 
-  const std::string tmp = path + ".tmp";
-  try {
-    FdGuard fd{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-    LT_CHECK(fd.fd >= 0, "{}: cannot create '{}': {}", where, tmp, errno_text());
-    write_all(fd.fd, len_bytes.data(), len_bytes.size(), where);
-    write_all(fd.fd, text.data(), text.size(), where);
-    for (const auto& [name, t] : items) write_all(fd.fd, t.const_data_ptr(), t.nbytes(), where);
-    LT_CHECK(::fsync(fd.fd) == 0, "{}: fsync failed: {}", where, errno_text());
-    const int rc = ::close(fd.fd);
-    fd.fd = -1;
-    LT_CHECK(rc == 0, "{}: close failed: {}", where, errno_text());
-    LT_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "{}: rename from '{}' failed: {}", where,
-             tmp, errno_text());
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Not std::filesystem: libtorch.so exports broken copies of some of its functions.
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
-  FdGuard dfd{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  LT_CHECK(dfd.fd >= 0, "{}: cannot open directory '{}' to fsync: {}", where, dir, errno_text());
-  LT_CHECK(::fsync(dfd.fd) == 0, "{}: fsync of directory '{}' failed: {}", where, dir,
-           errno_text());
+  // Through AtomicFile: big block-aligned writes, each block hashed as it is written, fsync,
+  // rename, fsync of the directory (or the caller's, for many files at once).
+  AtomicFile file(path, /*sha256=*/true, sync_directory);
+  file.write(len_bytes.data(), len_bytes.size());
+  file.write(text);
+  for (const auto& [name, t] : items) file.write(t.const_data_ptr(), t.nbytes());
+  return file.commit();
 }
 
 }  // namespace longtune::model

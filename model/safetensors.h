@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/file_io.h"
+
 namespace longtune::model {
 
 // One header entry: dtype, shape and byte range [begin, end) relative to the start of the buffer.
@@ -68,12 +70,13 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes `tensors` to `path` atomically (path.tmp, fsync, rename, fsync dir). Non-CPU or
-// non-contiguous tensors are converted first. Names must be unique, non-empty and not
+// Writes `tensors` to `path` atomically (AtomicFile: temporary, fsync, rename, fsync dir unless
+// `sync_directory` is false) and returns the file's size and SHA-256, computed while writing.
+// Non-CPU or non-contiguous tensors are converted first. Names must be unique, non-empty and not
 // "__metadata__".
-void save_safetensors(const std::string& path,
-                      const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+FileDigest save_safetensors(const std::string& path,
+                            const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                            const std::map<std::string, std::string>& metadata = {}, bool sync_directory = true);
 
 // The safetensors dtype string ("BF16", "F32", ...) for `dtype`; throws for unsupported dtypes.
 std::string safetensors_dtype_name(c10::ScalarType dtype);

@@ -8,7 +8,6 @@
 #include <cmath>
 
 #include "common/check.h"
-#include "dist/fsdp.h"
 
 namespace longtune::plan {
 
@@ -89,6 +88,9 @@ PlanInputs plan_inputs(const config::JobConfig& job, const model::ModelConfig& m
   in.distributed = launched;
   in.device = device;
   in.source_file_bytes = source_file_bytes;
+  in.prefetch_depth = job.parallel.prefetch_depth_on(device == DeviceKind::kCuda);
+  in.reductions_in_flight = job.parallel.reductions_in_flight;
+  in.reduce_bytes = job.parallel.reduce_dtype == config::Dtype::kBFloat16 ? 2 : 4;
   return in;
 }
 
@@ -129,26 +131,26 @@ MemoryPlan plan_memory(const PlanInputs& in) {
     add(plan, Phase::kAfterBackward, "model gradients", compute * units.total, cuda, "all-reduced once per step");
   } else {
     // full_shard holds the head from its forward to its backward (with tied embeddings the
-    // embedding too), the layer computing and on the GPU the prefetched next one; shard_grad_op
-    // holds every unit from forward to backward.
+    // embedding too), the layer computing and the prefetched ones; shard_grad_op holds every unit
+    // from forward to backward.
     int64_t largest_layer = 0;
     for (int64_t u = 1; u < head_unit; ++u) largest_layer = std::max(largest_layer, units.numel[u]);
     const int64_t head = units.numel[head_unit] + (m.tie_word_embeddings ? units.numel[0] : 0);
     const bool keep_all = in.sharding == config::Sharding::kShardGradOp;
-    const int64_t gathered = keep_all ? units.total : head + largest_layer * (cuda ? 2 : 1);
+    const int64_t gathered = keep_all ? units.total : head + largest_layer * (1 + in.prefetch_depth);
     add(plan, Phase::kWithActivations, "gathered units", compute * gathered, cuda,
         keep_all ? "shard_grad_op: every unit from forward to backward"
-                 : (cuda ? "head + the computing layer + the prefetched one" : "head + the computing layer"));
-    // In backward each unit's compute-dtype gradients are copied into an fp32 buffer that is
+                 : fmt::format("head + the computing layer + {} prefetched", in.prefetch_depth));
+    // In backward each unit's compute-dtype gradients are copied into a reduce buffer that is
     // reduce-scattered, a bounded number in flight; the head's come right after the loss's backward.
-    reductions = 4 * units.numel[head_unit] +
-                 largest_layer * (compute + 4 * int64_t(dist::ShardedParameters::kReductionsInFlight));
-    reductions_note = fmt::format("head's fp32 reduce buffer + a layer's gradients + {} fp32 layer buffers",
-                                  dist::ShardedParameters::kReductionsInFlight);
+    const int64_t rb = in.reduce_bytes;
+    reductions = rb * units.numel[head_unit] + largest_layer * (compute + rb * in.reductions_in_flight);
+    reductions_note = fmt::format("head's reduce buffer + a layer's gradients + {} layer reduce buffers ({} B/param)",
+                                  in.reductions_in_flight, rb);
     // The embedding's backward comes last, once the activations are gone: gathered again, its
     // gradients and their fp32 reduce buffer (tied: part of the head's, above).
     if (!m.tie_word_embeddings && !keep_all)
-      add(plan, Phase::kAfterBackward, "embedding backward", units.numel[0] * (2 * compute + 4), cuda,
+      add(plan, Phase::kAfterBackward, "embedding backward", units.numel[0] * (2 * compute + in.reduce_bytes), cuda,
           "gathered embedding, its gradient and reduce buffer");
   }
 

@@ -34,6 +34,9 @@ struct PlanInputs {
   bool distributed = false;       // launched with a process group (the sharded path, any world size)
   DeviceKind device = DeviceKind::kCpu;
   int64_t source_file_bytes = 0;  // bytes of the weight files the job loads from (0: a preset)
+  int64_t prefetch_depth = 0;     // units gathered ahead of the computing one (sharded)
+  int64_t reductions_in_flight = 2;  // gradient reduce buffers outstanding (sharded)
+  int64_t reduce_bytes = 4;       // bytes per element of a gradient reduce buffer (fp32 or bf16)
 };
 
 // The inputs of `job` on world_size ranks (local_world_size per node) training on `device`,

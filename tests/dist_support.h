@@ -34,7 +34,8 @@ inline int free_port() {
 // Runs body(rank, group) on `world` threads, each a rank of one Gloo group; fails on any rank's error.
 inline void run_ranks(int world, const std::function<void(int, ProcessGroup&)>& body,
                       std::chrono::milliseconds timeout = std::chrono::seconds(30),
-                      c10::Device device = c10::Device(c10::kCPU), Backend backend = Backend::kGloo) {
+                      c10::Device device = c10::Device(c10::kCPU), Backend backend = Backend::kGloo,
+                      WaitDiscipline wait = WaitDiscipline::kAuto) {
   const int port = free_port();
   std::vector<std::string> errors(world);
   std::vector<std::thread> threads;
@@ -46,7 +47,7 @@ inline void run_ranks(int world, const std::function<void(int, ProcessGroup&)>& 
         env.world_size = env.local_world_size = world;
         env.master_port = port;
         env.gloo_interface = "lo";
-        auto group = ProcessGroup::create(env, device, backend, timeout);
+        auto group = ProcessGroup::create(env, device, backend, timeout, wait);
         body(rank, *group);
       } catch (const std::exception& e) {
         errors[rank] = e.what();

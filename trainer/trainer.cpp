@@ -57,6 +57,14 @@ dist::ShardingStrategy sharding_strategy(config::Sharding sharding) {
   LT_FAIL("parallel.sharding: unknown value");
 }
 
+dist::ShardingOptions sharding_options(const config::ParallelSection& parallel, const c10::Device& device) {
+  dist::ShardingOptions options;
+  options.prefetch_depth = static_cast<int>(parallel.prefetch_depth_on(device.is_cuda()));
+  options.reductions_in_flight = static_cast<size_t>(parallel.reductions_in_flight);
+  options.reduce_dtype = parallel.reduce_dtype == config::Dtype::kBFloat16 ? at::kBFloat16 : at::kFloat;
+  return options;
+}
+
 dist::Backend process_group_backend(config::Backend backend) {
   switch (backend) {
     case config::Backend::kAuto: return dist::Backend::kAuto;
@@ -96,6 +104,7 @@ struct Trainer::Run {
   double flops_per_token = 0;
   double peak_flops = 0;
   int64_t last_saved_step = -1;
+  fs::path last_checkpoint;  // of the last save, or the one resumed from
 
   Run(const config::JobConfig& c, const dist::DistEnv& d, StepProbe* p) : config(c), dist(d), probe(p) {}
 
@@ -158,7 +167,7 @@ void Trainer::Run::build_model() {
     // unit's buffer on the device, and each rank reads only its shard of the weights.
     model = model::Llama(model_config, model::ParameterOptions{model::ParameterInit::kHollow, precision.param_dtype});
     params = std::make_unique<dist::ShardedParameters>(*model, precision, sharding_strategy(config.parallel.sharding),
-                                                       *group, device, /*prefetch=*/device.is_cuda());
+                                                       *group, device, sharding_options(config.parallel, device));
   } else {
     model = model::Llama(model_config,
                          model::ParameterOptions{model::ParameterInit::kEmpty, precision.param_dtype, device});
@@ -253,6 +262,7 @@ Trainer::Trainer(const config::JobConfig& config, const dist::DistEnv& dist, Ste
     TrainingState state = r.state();
     load_training_state(*resume, state);
     r.last_saved_step = r.counters.step;
+    r.last_checkpoint = *resume;
     LT_INFO("resumed from {} at step {}", resume->string(), r.counters.step);
   } else {
     dist::load_weights(*r.params, *r.initial_weights);
@@ -290,10 +300,7 @@ std::vector<EvalResult> Trainer::evaluate_sliding() {
     options.stride = eval.stride_at(window);
     eval::PerplexityPartial partial =
         eval::evaluate_perplexity_partial(*r.model, *r.validation_data, options, r.dist.rank, r.dist.world_size);
-    partial.window_nll_sum = r.sum_over_ranks(partial.window_nll_sum);
-    partial.windows = r.sum_over_ranks(partial.windows);
-    partial.token_nll_sum = r.sum_over_ranks(partial.token_nll_sum);
-    partial.tokens = r.sum_over_ranks(partial.tokens);
+    if (r.group) partial = eval::PerplexityPartial::from_sums(dist::all_reduce_sum(*r.group, partial.sums(), r.device));
     const eval::PerplexityResult total = eval::finalize_perplexity(partial);
     results.push_back({total.mean_window_nll, total.ppl, total.scored_tokens, window});
   }
@@ -346,10 +353,21 @@ EvalResult Trainer::evaluate_packed() {
 void Trainer::save_checkpoint() {
   Run& r = *run_;
   const auto start = Clock::now();
-  const fs::path dir = save_training_state(*r.checkpoints, r.state(), r.group.get());
+  const bool async = r.config.checkpoint.async_save;
+  // Waits for the previous save first (an asynchronous one's error surfaces here).
+  const fs::path dir = save_training_state(*r.checkpoints, r.state(), r.group.get(), async);
   r.last_saved_step = r.counters.step;
-  LT_INFO("saved checkpoint {} in {:.2f} s", dir.string(), std::chrono::duration<double>(Clock::now() - start).count());
+  r.last_checkpoint = dir;
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (async)
+    LT_INFO("checkpoint {}: state snapshotted in {:.2f} s, writing in the background", dir.string(), seconds);
+  else
+    LT_INFO("saved checkpoint {} in {:.2f} s", dir.string(), seconds);
 }
+
+void Trainer::wait_for_checkpoint() { run_->checkpoints->wait(); }
+
+const fs::path& Trainer::last_checkpoint() const { return run_->last_checkpoint; }
 
 void Trainer::Run::apply_nan_policy(const StepResult& step) {
   const std::string what = fmt::format("step {}: non-finite {} (loss {}, grad norm {})", counters.step + 1,
@@ -439,12 +457,14 @@ RunOutcome Trainer::train() {
     if (signal) {
       progress.finish();
       if (r.last_saved_step != n) save_checkpoint();
+      wait_for_checkpoint();  // exit only with the checkpoint in place
       LT_WARN("signal {} received: stopped after step {} with a checkpoint; rerun the same command to resume",
               signal, n);
       return RunOutcome::kPreempted;
     }
   }
   progress.finish();
+  wait_for_checkpoint();  // the last checkpoint is complete on disk when train() returns
   if (r.counters.step > first_step)
     LT_INFO("trained steps {}..{} in {:.1f} s", first_step + 1, r.counters.step,
             std::chrono::duration<double>(Clock::now() - run_start).count());

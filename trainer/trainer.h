@@ -11,6 +11,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -56,7 +57,14 @@ class Trainer {
   // The validation per eval.protocol: one result per eval window (sliding) or one at data.seq_len
   // (packed); none without data.validation. Collective: every rank calls it.
   std::vector<EvalResult> evaluate();
+  // Saves a checkpoint of this step (asynchronously with checkpoint.async_save: returns once the
+  // state is snapshotted). Collective: every rank calls it.
   void save_checkpoint();
+  // Returns when the last save is complete on disk; rethrows a failed asynchronous save's error.
+  void wait_for_checkpoint();
+  // The checkpoint of the last save (complete once train() returned), or the one resumed from;
+  // empty if neither.
+  const std::filesystem::path& last_checkpoint() const;
 
   int64_t step() const;
   const c10::Device& device() const;

@@ -289,10 +289,12 @@ struct Parts {
 
 }  // namespace
 
-fs::path save_training_state(CheckpointManager& checkpoints, const TrainingState& state, dist::ProcessGroup* group) {
+fs::path save_training_state(CheckpointManager& checkpoints, const TrainingState& state, dist::ProcessGroup* group,
+                             bool async) {
+  // The parts only live through this call: an asynchronous save snapshots them before returning.
   const Parts parts(state, /*loading=*/false);
   std::map<std::string, const Stateful*> to_save(parts.by_name.begin(), parts.by_name.end());
-  return checkpoints.save(state.counters.step, to_save, group);
+  return checkpoints.save(state.counters.step, to_save, group, async ? SaveMode::kAsync : SaveMode::kSync);
 }
 
 void load_training_state(const fs::path& step_dir, TrainingState& state) {

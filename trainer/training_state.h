@@ -69,9 +69,10 @@ struct TrainingState {
 };
 
 // Saves checkpoint step `state.counters.step`: this rank's share of the parameters and optimizer and
-// its generators; rank 0 also what every rank holds alike. Every rank of `group` calls it.
+// its generators; rank 0 also what every rank holds alike. Every rank of `group` calls it. With
+// `async`, it returns once the state is snapshotted to host memory (CheckpointManager::save).
 std::filesystem::path save_training_state(CheckpointManager& checkpoints, const TrainingState& state,
-                                          dist::ProcessGroup* group);
+                                          dist::ProcessGroup* group, bool async = false);
 // Loads every part from a complete checkpoint of any layout and world size.
 void load_training_state(const std::filesystem::path& step_dir, TrainingState& state);
 

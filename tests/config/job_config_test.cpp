@@ -58,6 +58,10 @@ TEST(JobConfig, EmptyDocumentGivesDefaults) {
   EXPECT_EQ(c.train.global_batch, 64);
   EXPECT_EQ(c.train.run_dir, "runs/default");
   EXPECT_EQ(c.parallel.collective_timeout_s, 600);
+  EXPECT_EQ(c.parallel.prefetch_depth_on(/*cuda=*/true), 1);
+  EXPECT_EQ(c.parallel.prefetch_depth_on(/*cuda=*/false), 0);
+  EXPECT_EQ(c.parallel.reductions_in_flight, 2);
+  EXPECT_EQ(c.parallel.reduce_dtype, Dtype::kFloat32);
   EXPECT_EQ(c.eval.stride, 256);
   EXPECT_NO_THROW(JobConfig{}.validate());
 }
@@ -75,7 +79,7 @@ optim: {lr: 1.0e-5, weight_decay: 0.1, fused: false}
 schedule: {decay: cosine, min_lr_factor: 0.1}
 train: {precision: bf16_mixed, nan_policy: skip, deterministic: True}
 checkpoint: {resume: /runs/x/step_100, export_hf_at_end: true}
-parallel: {sharding: shard_grad_op, backend: nccl}
+parallel: {sharding: shard_grad_op, backend: nccl, prefetch_depth: 2, reductions_in_flight: 3, reduce_dtype: bfloat16}
 eval: {windows: [2048, 8192], stride: 128}
 )");
   EXPECT_EQ(c.model.source, "/models/llama-7b-hf");
@@ -95,8 +99,22 @@ eval: {windows: [2048, 8192], stride: 128}
   EXPECT_TRUE(c.train.deterministic);
   EXPECT_EQ(c.parallel.sharding, Sharding::kShardGradOp);
   EXPECT_EQ(c.parallel.backend, Backend::kNccl);
+  EXPECT_EQ(c.parallel.prefetch_depth_on(/*cuda=*/false), 2);
+  EXPECT_EQ(c.parallel.reductions_in_flight, 3);
+  EXPECT_EQ(c.parallel.reduce_dtype, Dtype::kBFloat16);
   EXPECT_EQ(c.eval.windows, (std::vector<int64_t>{2048, 8192}));
   EXPECT_EQ(c.origins.at("optim.lr"), "test.yaml:9:13");
+}
+
+TEST(JobConfig, CheckpointAsyncSaveDefaultsOnAndReadsAsABool) {
+  EXPECT_TRUE(JobConfig{}.checkpoint.async_save);
+  EXPECT_FALSE(parse("checkpoint:\n  async_save: false\n").checkpoint.async_save);
+  expect_error("checkpoint:\n  async_save: later\n",
+               {"test.yaml:2:15: checkpoint.async_save: expected true or false, got \"later\""});
+  JobConfig synchronous;
+  synchronous.checkpoint.async_save = false;
+  EXPECT_EQ(differing_settings(JobConfig{}, synchronous),
+            std::vector<std::string>{"checkpoint.async_save: true -> false"});
 }
 
 TEST(JobConfig, TypeErrorsNameFileLineColumnAndKey) {
@@ -145,6 +163,11 @@ TEST(JobConfig, RangeErrorsNameTheAllowedRange) {
   expect_error("train:\n  steps: 0\n", {"test.yaml:2:10: train.steps: must be > 0, got 0"});
   expect_error("checkpoint:\n  keep_last: 0\n", {"checkpoint.keep_last: must be > 0, got 0"});
   expect_error("parallel:\n  collective_timeout_s: -5\n", {"parallel.collective_timeout_s: must be > 0"});
+  expect_error("parallel:\n  prefetch_depth: -2\n",
+               {"parallel.prefetch_depth: must be in [0, 8] units, or -1 for auto, got -2"});
+  expect_error("parallel:\n  reductions_in_flight: 0\n", {"parallel.reductions_in_flight: must be in [1, 16], got 0"});
+  expect_error("parallel:\n  reduce_dtype: fp16\n",
+               {"parallel.reduce_dtype: expected one of float32, bfloat16; got \"fp16\""});
   expect_error("train:\n  max_skipped_steps: -1\n", {"train.max_skipped_steps: must be >= 0, got -1"});
   expect_error("eval:\n  windows: [512, 1]\n",
                {"test.yaml:2:12: eval.windows: window 1 is outside [2, 1048576]"});
@@ -301,7 +324,7 @@ JobConfig everything_changed() {
   c.train.max_skipped_steps = 0;
   c.train.run_dir = "runs/round trip";
   c.train.deterministic = true;
-  c.checkpoint = {0, 5, "never", true};
+  c.checkpoint = {0, 5, "never", true, false};
   c.parallel = {Sharding::kNoShard, Backend::kGloo, 30};
   c.eval = {EvalProtocol::kPacked, {4096, 8192}, 1024, 0.25, 3, 100, 5000};
   return c;
@@ -368,8 +391,8 @@ JobConfig other_than_base() {
              .eval_every = 10, .eval_batches = 4, .seed = 3, .nan_policy = NanPolicy::kSkip,
              .max_skipped_steps = 5, .run_dir = "runs/other", .deterministic = true, .peak_flops = 1e15,
              .cpu_threads = 4, .loss_chunk_tokens = 4096, .ignore_plan = true};
-  c.checkpoint = {10, 3, "never", true};
-  c.parallel = {Sharding::kNoShard, Backend::kGloo, 60};
+  c.checkpoint = {10, 3, "never", true, false};
+  c.parallel = {Sharding::kNoShard, Backend::kGloo, 60, 3, 4, Dtype::kBFloat16};
   c.eval = {EvalProtocol::kPacked, {512}, 32, 0.25, 2, 64, 1000};
   return c;
 }

@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -112,6 +114,22 @@ double max_difference(const Named& a, const Named& b) {
   return worst;
 }
 
+// The whole gradient, put together from every rank's shard (a collective).
+Named whole_gradients(const ShardedParameters& params, ProcessGroup& group, ShardingStrategy mode) {
+  Named grads;
+  for (size_t u = 0; u < params.layout().size(); ++u) {
+    const FlatUnit& unit = params.layout()[u];
+    at::Tensor shard = params.master()[u].second.grad();
+    at::Tensor flat = shard.clone();  // clipping scales the live gradient in place later
+    if (mode != ShardingStrategy::kNoShard) {
+      flat = at::empty({shard.numel() * group.world_size()}, shard.options());
+      group.all_gather(flat, shard).wait();
+    }
+    for (const FlatParam& p : unit.params) grads.emplace_back(p.name, flat.narrow(0, p.offset, p.numel).view(p.shape));
+  }
+  return grads;
+}
+
 // The job-file spelling, for readable test names.
 std::string strategy_name(ShardingStrategy mode) {
   switch (mode) {
@@ -127,7 +145,8 @@ struct Case {
   ShardingStrategy mode;
   bool checkpointing;
   bool tied;
-  bool prefetch;
+  int prefetch_depth;
+  size_t reductions_in_flight = 2;
 };
 
 class ShardedMatchesSingleProcess : public ::testing::TestWithParam<Case> {};
@@ -149,26 +168,15 @@ TEST_P(ShardedMatchesSingleProcess, GradientsAndUpdate) {
   run_ranks(c.world, [&](int rank, ProcessGroup& group) {
     model::LlamaImpl& m = *models[rank];
     const model::ModuleWeights initial(m);  // before sharding takes the parameters over
-    ShardedParameters params(m, kFp32, c.mode, group, c10::Device(c10::kCPU), c.prefetch);
+    ShardedParameters params(m, kFp32, c.mode, group, c10::Device(c10::kCPU),
+                             ShardingOptions{c.prefetch_depth, c.reductions_in_flight});
     load_weights(params, initial);
     config::OptimSection options;
     trainer::AdamW optimizer(params.master(), options);
     const int64_t per_rank = rows / c.world;
     const at::Tensor mine = tokens.narrow(0, rank * per_rank, per_rank);
-    // The whole gradient, put together from every rank's shard.
     Named grads;
-    AfterBackward gather_grads([&](const TrainingParameters&) {
-      for (size_t u = 0; u < params.layout().size(); ++u) {
-        const FlatUnit& unit = params.layout()[u];
-        at::Tensor shard = params.master()[u].second.grad();
-        at::Tensor flat = shard.clone();  // clipping scales the live gradient in place later
-        if (c.mode != ShardingStrategy::kNoShard) {
-          flat = at::empty({shard.numel() * c.world}, shard.options());
-          group.all_gather(flat, shard).wait();
-        }
-        for (const FlatParam& p : unit.params) grads.emplace_back(p.name, flat.narrow(0, p.offset, p.numel).view(p.shape));
-      }
-    });
+    AfterBackward gather_grads([&](const TrainingParameters&) { grads = whole_gradients(params, group, c.mode); });
     train_step(m, params, optimizer, mine, double(rows * length), &group, &gather_grads);
     const Named weights = params.full_state();  // collective
     std::lock_guard<std::mutex> lock(mutex);
@@ -184,19 +192,21 @@ TEST_P(ShardedMatchesSingleProcess, GradientsAndUpdate) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, ShardedMatchesSingleProcess,
-                         ::testing::Values(Case{1, ShardingStrategy::kFullShard, false, false, false},
-                                           Case{2, ShardingStrategy::kFullShard, false, false, true},
-                                           Case{3, ShardingStrategy::kFullShard, false, false, false},
-                                           Case{3, ShardingStrategy::kFullShard, true, false, true},
-                                           Case{3, ShardingStrategy::kFullShard, false, true, true},
-                                           Case{4, ShardingStrategy::kShardGradOp, false, false, false},
-                                           Case{3, ShardingStrategy::kNoShard, false, false, false},
-                                           Case{2, ShardingStrategy::kNoShard, true, true, true}),
+                         ::testing::Values(Case{1, ShardingStrategy::kFullShard, false, false, 0},
+                                           Case{2, ShardingStrategy::kFullShard, false, false, 1},
+                                           Case{3, ShardingStrategy::kFullShard, false, false, 0},
+                                           Case{3, ShardingStrategy::kFullShard, true, false, 1},
+                                           Case{3, ShardingStrategy::kFullShard, false, true, 1},
+                                           Case{2, ShardingStrategy::kFullShard, true, true, 3, 1},
+                                           Case{4, ShardingStrategy::kShardGradOp, false, false, 0},
+                                           Case{3, ShardingStrategy::kNoShard, false, false, 0},
+                                           Case{2, ShardingStrategy::kNoShard, true, true, 1}),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            const Case& c = info.param;
                            return "world" + std::to_string(c.world) + "_" + strategy_name(c.mode) +
                                   (c.checkpointing ? "_checkpointing" : "") + (c.tied ? "_tied" : "") +
-                                  (c.prefetch ? "_prefetch" : "");
+                                  (c.prefetch_depth ? "_prefetch" + std::to_string(c.prefetch_depth) : "") +
+                                  (c.reductions_in_flight != 2 ? "_reductions" + std::to_string(c.reductions_in_flight) : "");
                          });
 
 // The NCCL path on one GPU (world size 1, as a one-GPU launch runs it): same gradients as the
@@ -219,7 +229,7 @@ TEST(ShardedParameters, NcclOnOneGpuMatchesUnsharded) {
   run_ranks(1, [&](int, ProcessGroup& group) {
     EXPECT_EQ(group.backend_name(), "nccl");
     const model::ModuleWeights initial(*sharded_model);  // before sharding takes the parameters over
-    ShardedParameters params(*sharded_model, kFp32, ShardingStrategy::kFullShard, group, cuda, /*prefetch=*/true);
+    ShardedParameters params(*sharded_model, kFp32, ShardingStrategy::kFullShard, group, cuda, ShardingOptions{1});
     load_weights(params, initial);
     AdamW optimizer(params.master(), config::OptimSection{});
     AfterBackward compare([&](const TrainingParameters&) {
@@ -248,7 +258,7 @@ TEST(ShardedParameters, MemoryPerRankIsTotalOverWorldPlusGatheredUnits) {
   run_ranks(world, [&](int rank, ProcessGroup& group) {
     model::LlamaImpl& m = *models[rank];
     const model::ModuleWeights initial(m);  // before sharding takes the parameters over
-    ShardedParameters params(m, kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU), /*prefetch=*/false);
+    ShardedParameters params(m, kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU));
     load_weights(params, initial);
     trainer::AdamW optimizer(params.master(), config::OptimSection{});
     params.reset_peak();
@@ -276,6 +286,99 @@ TEST(ShardedParameters, MemoryPerRankIsTotalOverWorldPlusGatheredUnits) {
   });
 }
 
+// parallel.reduce_dtype bfloat16: gradients summed over ranks in bf16, then accumulated over
+// micro-batches in the fp32 master gradient. The error against an fp32 reduction of the same
+// bf16 gradients is measured: bf16 keeps 8 significant bits, so each partial sum is off by up to
+// 2^-9 relative, a few of them per element over 4 ranks.
+TEST(ShardedParameters, Bf16ReductionStaysWithinBf16RoundingOfTheFp32One) {
+  const model::ModelConfig config = odd_config(false);
+  const int world = 4, micro_batches = 2;
+  const at::Tensor tokens = batch_tokens(world * micro_batches * 2, 9, config.vocab_size);
+  const MixedPrecision bf16_mixed{at::kBFloat16, at::kFloat};
+  std::map<std::string, Named> grads;  // by reduce dtype
+  std::mutex mutex;
+  for (const at::ScalarType reduce : {at::kFloat, at::kBFloat16}) {
+    std::vector<model::Llama> models;
+    for (int r = 0; r < world; ++r) {
+      models.push_back(make_model(config, false));
+      models.back()->to(at::kBFloat16);
+    }
+    run_ranks(world, [&](int rank, ProcessGroup& group) {
+      model::LlamaImpl& m = *models[rank];
+      const model::ModuleWeights initial(m);
+      ShardedParameters params(m, bf16_mixed, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU),
+                               ShardingOptions{0, 2, reduce});
+      load_weights(params, initial);
+      AdamW optimizer(params.master(), config::OptimSection{});
+      Named mine;
+      AfterBackward capture([&](const TrainingParameters&) {
+        for (const auto& [name, master] : params.master()) EXPECT_EQ(master.grad().scalar_type(), at::kFloat) << name;
+        mine = whole_gradients(params, group, ShardingStrategy::kFullShard);
+      });
+      std::vector<at::Tensor> batches;
+      for (int k = 0; k < micro_batches; ++k) batches.push_back(tokens.narrow(0, (rank * micro_batches + k) * 2, 2));
+      trainer::StepOptions options;
+      options.lr = 1e-2;
+      options.global_tokens = double(tokens.size(0) * 9);
+      options.group = &group;
+      options.probe = &capture;
+      trainer::train_step(m, params, optimizer, batches, options);
+      std::lock_guard<std::mutex> lock(mutex);
+      if (rank == 0) grads[c10::toString(reduce)] = mine;
+    });
+  }
+  const Named& fp32 = grads.at("Float");
+  const Named& bf16 = grads.at("BFloat16");
+  ASSERT_EQ(fp32.size(), bf16.size());
+  double diff_squared = 0, norm_squared = 0, worst_relative_to_largest = 0;
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    const at::Tensor a = fp32[i].second.to(at::kDouble), b = bf16[i].second.to(at::kDouble);
+    diff_squared += (a - b).pow(2).sum().item<double>();
+    norm_squared += a.pow(2).sum().item<double>();
+    worst_relative_to_largest = std::max(worst_relative_to_largest,
+                                         (a - b).abs().max().item<double>() / a.abs().max().item<double>());
+  }
+  const double relative = std::sqrt(diff_squared / norm_squared);
+  std::printf("bf16 vs fp32 gradient reduction over %d ranks, %d micro-batches: |g_bf16 - g_fp32| / |g_fp32| = "
+              "%.3g; worst element relative to its tensor's largest: %.3g\n", world, micro_batches, relative,
+              worst_relative_to_largest);
+  EXPECT_GT(relative, 0) << "the bf16 reduction must actually round";
+  EXPECT_LT(relative, 4 * std::ldexp(1.0, -9));
+  EXPECT_LT(worst_relative_to_largest, 4 * std::ldexp(1.0, -8));
+}
+
+// A deeper prefetch holds more units at once, and only the units it was asked for.
+TEST(ShardedParameters, PrefetchDepthBoundsTheGatheredUnits) {
+  model::ModelConfig config = odd_config(false);
+  config.num_hidden_layers = 6;
+  const int world = 2;
+  std::map<int, int64_t> peak;  // by depth
+  int64_t largest = 0;
+  std::mutex mutex;
+  for (const int depth : {0, 1, 3}) {
+    std::vector<model::Llama> models;
+    for (int r = 0; r < world; ++r) models.push_back(make_model(config, false));
+    run_ranks(world, [&](int rank, ProcessGroup& group) {
+      model::LlamaImpl& m = *models[rank];
+      const model::ModuleWeights initial(m);
+      ShardedParameters params(m, kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU),
+                               ShardingOptions{depth});
+      load_weights(params, initial);
+      AdamW optimizer(params.master(), config::OptimSection{});
+      params.reset_peak();
+      train_step(m, params, optimizer, batch_tokens(world, 9, config.vocab_size).narrow(0, rank, 1), 18.0, &group);
+      std::lock_guard<std::mutex> lock(mutex);
+      EXPECT_EQ(params.memory().gathered_bytes, 0);
+      peak[depth] = params.memory().peak_gathered_bytes;
+      largest = params.memory().largest_unit_bytes;
+    });
+  }
+  EXPECT_LT(peak[0], peak[1]);
+  EXPECT_LT(peak[1], peak[3]);
+  // The head held into backward, the computing unit and `depth` more.
+  EXPECT_LE(peak[3], (2 + 3) * largest);
+}
+
 // A preset's random init, sharded: each rank computes only its shards of a hollow model, and the
 // whole equals the single process's init bitwise under any world size; so does training from it.
 TEST(ShardedParameters, PresetInitFromAHollowModelIsTheSameUnderAnyWorldSize) {
@@ -291,7 +394,7 @@ TEST(ShardedParameters, PresetInitFromAHollowModelIsTheSameUnderAnyWorldSize) {
       models.emplace_back(config, model::ParameterOptions{model::ParameterInit::kHollow});
     std::mutex mutex;
     run_ranks(world, [&](int rank, ProcessGroup& group) {
-      ShardedParameters params(*models[rank], kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU), false);
+      ShardedParameters params(*models[rank], kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU));
       load_weights(params, init);
       const Named weights = params.full_state();
       std::lock_guard<std::mutex> lock(mutex);
@@ -321,7 +424,7 @@ TEST(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcess) {
   std::mutex mutex;
   run_ranks(4, [&](int rank, ProcessGroup& group) {
     const model::ModuleWeights initial(*models[rank]);  // before sharding takes the parameters over
-    ShardedParameters params(*models[rank], kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU), false);
+    ShardedParameters params(*models[rank], kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU));
     load_weights(params, initial);
     trainer::AdamW optimizer(params.master(), config::OptimSection{});
     train_step(*models[rank], params, optimizer, tokens.narrow(0, rank, 1), 32.0, &group);
@@ -351,7 +454,7 @@ TEST(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcess) {
   models.clear();
   for (int r = 0; r < 3; ++r) models.push_back(make_model(config, false));
   run_ranks(3, [&](int rank, ProcessGroup& group) {
-    ShardedParameters params(*models[rank], kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU), false);
+    ShardedParameters params(*models[rank], kFp32, ShardingStrategy::kFullShard, group, c10::Device(c10::kCPU));
     trainer::AdamW optimizer(params.master(), config::OptimSection{});
     Part part(params, optimizer, rank);
     trainer::CheckpointManager::load(*step_dir, {{"parameters", &part}});

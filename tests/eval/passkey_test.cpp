@@ -141,7 +141,7 @@ TEST(Passkey, RanksWholeOrShardedInLockstepEqualOneProcess) {
         if (sharded) {
           sharding = std::make_unique<dist::ShardedParameters>(*hollow, dist::MixedPrecision{at::kFloat, at::kFloat},
                                                                dist::ShardingStrategy::kFullShard, group,
-                                                               c10::Device(c10::kCPU), /*prefetch=*/false);
+                                                               c10::Device(c10::kCPU));
           dist::load_weights(*sharding, model::ModuleWeights(*reference));
         }
         PasskeyOptions o = options;

@@ -95,7 +95,7 @@ TEST(Perplexity, ShardedModelInLockstepEqualsTheSingleProcessResult) {
     dist::run_ranks(world, [&](int rank, dist::ProcessGroup& group) {
       model::Llama hollow(reference->config(), model::ParameterOptions{model::ParameterInit::kHollow, at::kFloat});
       dist::ShardedParameters sharded(*hollow, {at::kFloat, at::kFloat}, dist::ShardingStrategy::kFullShard, group,
-                                      c10::Device(c10::kCPU), /*prefetch=*/false);
+                                      c10::Device(c10::kCPU));
       dist::load_weights(sharded, model::ModuleWeights(*reference));
       PerplexityOptions o = options(2);
       o.lockstep = true;

@@ -1,9 +1,13 @@
 """End-to-end training through the CLI (`longtune train`) on a small generated corpus: kill -9 at
-several steps and resume bitwise-exactly, fallback from a damaged checkpoint, SIGTERM saves and exits
+several steps and resume bitwise-exactly, kill -9 in the middle of asynchronous saves never leaves a
+checkpoint taken as complete that is not, fallback from a damaged checkpoint, SIGTERM saves and exits
 75, NaN policy, gradient accumulation equals one big batch, activation checkpointing changes nothing,
-and export-hf --checkpoint loads in HF transformers with equal logits."""
+and export-hf --checkpoint loads in HF transformers with equal logits and stores the training dtype."""
+import hashlib
 import json
 import os
+import random
+import struct
 import signal
 import subprocess
 import time
@@ -87,14 +91,16 @@ def reference_run(tmp_path_factory, longtune, data):
     return run_dir
 
 
-def kill_at_step(cmd, run_dir, step):
-    """Starts cmd, SIGKILLs it as soon as metrics.jsonl shows `step` (mid-training, between saves)."""
+def kill_at_step(cmd, run_dir, step, complete=None):
+    """Starts cmd, SIGKILLs it as soon as metrics.jsonl shows `step` (mid-training, between saves) and,
+    if given, the checkpoint `complete` is in place (saves are asynchronous: one may still be writing)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = Path(run_dir) / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if metrics.exists() and any(json.loads(line).get("step", 0) >= step
-                                    for line in metrics.read_text().splitlines() if line.endswith("}")):
+                                    for line in metrics.read_text().splitlines() if line.endswith("}")) and \
+                (complete is None or (Path(run_dir) / "checkpoints" / complete / "COMPLETE").exists()):
             break
         time.sleep(0.005)
     proc.kill()
@@ -113,10 +119,65 @@ def test_kill9_and_resume_is_bitwise_exact(tmp_path, longtune, data, reference_r
     assert [r["val_loss"] for r in records(run_dir, "eval")] == [r["val_loss"] for r in records(reference_run, "eval")]
 
 
+def verify_checkpoint(directory):
+    """What resume checks, done here independently: every file the COMPLETE marker lists has its size and SHA-256."""
+    marker = json.loads((directory / "COMPLETE").read_text())
+    for name, entry in marker["files"].items():
+        data = (directory / name).read_bytes()
+        assert len(data) == entry["bytes"] and hashlib.sha256(data).hexdigest() == entry["sha256"], (directory, name)
+
+
+def test_kill9_during_async_saves_never_leaves_a_false_complete_checkpoint(tmp_path, longtune, data, reference_run):
+    run_dir = tmp_path / "run"
+    job = job_file(tmp_path, data, run_dir)
+    checkpoints = run_dir / "checkpoints"
+    cmd = [longtune, "train", str(job), "--set", "checkpoint.every=1", "--set", "checkpoint.async_save=true"]
+    rng = random.Random(0)
+    mid_save = 0
+    for _ in range(4):
+        # Kill the moment a save's temporary directory shows up (its background write under way),
+        # or a few milliseconds later.
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        delay, deadline, seen = rng.uniform(0, 0.02), time.time() + 120, False
+        while time.time() < deadline and proc.poll() is None and not seen:
+            seen = checkpoints.exists() and any(p.name.startswith(".tmp-") for p in checkpoints.iterdir())
+            time.sleep(0.0005)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        mid_save += seen and any(p.name.startswith(".tmp-") for p in checkpoints.iterdir())
+        for directory in checkpoints.glob("step_*"):
+            # Under its final name only when complete, and then every file checks out.
+            assert (directory / "COMPLETE").exists(), directory
+            verify_checkpoint(directory)
+    assert mid_save > 0  # some kills did land during a save
+    train(longtune, job, "checkpoint.every=1")
+    assert losses(run_dir) == losses(reference_run)
+    assert final_weights(run_dir) == final_weights(reference_run)
+
+
+def safetensors_dtypes(path):
+    header = path.read_bytes()
+    (length,) = struct.unpack("<Q", header[:8])
+    return {v["dtype"] for k, v in json.loads(header[8:8 + length]).items() if k != "__metadata__"}
+
+
+def test_export_stores_the_training_dtype_unless_told_otherwise(tmp_path, longtune, data):
+    run_dir = tmp_path / "bf16"
+    job = job_file(tmp_path, data, run_dir)
+    train(longtune, job, "train.precision=bf16_mixed", "model.dtype=bfloat16", "train.steps=2",
+          "checkpoint.export_hf_at_end=true")
+    assert {d for f in (run_dir / "hf").glob("*.safetensors") for d in safetensors_dtypes(f)} == {"BF16"}
+    out = tmp_path / "fp32"
+    subprocess.run([longtune, "export-hf", "--checkpoint", str(run_dir), "--out", str(out), "--dtype", "float32"],
+                   check=True, capture_output=True)
+    assert {d for f in out.glob("*.safetensors") for d in safetensors_dtypes(f)} == {"F32"}
+
+
 def test_damaged_newest_checkpoint_falls_back(tmp_path, longtune, data, reference_run):
     run_dir = tmp_path / "run"
     job = job_file(tmp_path, data, run_dir)
-    kill_at_step([longtune, "train", str(job)], run_dir, 9)
+    kill_at_step([longtune, "train", str(job)], run_dir, 9, complete="step_00000008")
     newest = run_dir / "checkpoints" / "step_00000008" / "model.safetensors"
     raw = bytearray(newest.read_bytes())
     raw[-3] ^= 0xFF

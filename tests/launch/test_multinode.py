@@ -2,8 +2,9 @@
 a stalled worker (SIGSTOP) and a launcher killed with SIGKILL and started again both end, after a
 coordinated restart and resume, in the weights of an uninterrupted run (real `longtune train`, Gloo);
 a node that never comes back is a named timeout after --rdzv-timeout; node 0's restart (a fresh store)
-is rejoined with the round count carried on; --max-restarts counts rounds of the whole job; workers
-reach the launcher's store as torchrun's agent store. Every process is bounded by a timeout."""
+is rejoined with the round count carried on; --max-restarts counts rounds of the whole job; a signal
+to one launcher stops every node; workers reach the launcher's store as torchrun's agent store.
+Every process is bounded by a timeout."""
 import importlib.util
 import json
 import os
@@ -175,7 +176,8 @@ def recorder_env(tmp_path, **extra):
     return {k: v for k, v in env.items() if not k.startswith(("PET_", "TORCHELASTIC_"))}
 
 
-def test_node_zero_restarted_starts_a_fresh_store_that_the_others_rejoin(tmp_path, nodes):
+def two_recording_nodes_in_round_zero(tmp_path, nodes):
+    """Starts two launchers (--max-restarts 2) of RECORDER workers and waits until all four workers run."""
     (tmp_path / "r.py").write_text(RECORDER)
     env = recorder_env(tmp_path)
     command = [sys.executable, str(tmp_path / "r.py")]
@@ -183,6 +185,11 @@ def test_node_zero_restarted_starts_a_fresh_store_that_the_others_rejoin(tmp_pat
     deadline = time.time() + 30
     while time.time() < deadline and (len(rounds(tmp_path, 0)) < 2 or len(rounds(tmp_path, 1)) < 2):
         time.sleep(0.05)
+    return node0, node1, command, env
+
+
+def test_node_zero_restarted_starts_a_fresh_store_that_the_others_rejoin(tmp_path, nodes):
+    node0, node1, command, env = two_recording_nodes_in_round_zero(tmp_path, nodes)
     node0.kill()  # the store goes with it
     node0.wait()
     again = nodes.start(0, ["--max-restarts", "2"], command, env)
@@ -218,3 +225,13 @@ def test_workers_use_the_launchers_store_as_torchruns_agent_store(tmp_path, laun
                        capture_output=True, text=True, timeout=120, env=recorder_env(tmp_path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("both ranks met in the agent store") == 2
+
+
+def test_a_signal_to_one_launcher_stops_every_node(tmp_path, nodes):
+    node0, node1, _, _ = two_recording_nodes_in_round_zero(tmp_path, nodes)
+    node1.send_signal(signal.SIGTERM)  # e.g. the scheduler preempts one node
+    (code0, out0), (code1, out1) = nodes.wait(node0, 60), nodes.wait(node1, 60)
+    # Both end as a SIGTERM'd launcher does (the sleeping workers die of it: 128 + 15), no restart.
+    assert (code0, code1) == (128 + signal.SIGTERM,) * 2, out0 + out1
+    assert "round 0 ended: the rendezvous was closed: node 1 received signal 15" in out0, out0
+    assert rounds(tmp_path, 0) == [0, 0] and rounds(tmp_path, 1) == [0, 0]

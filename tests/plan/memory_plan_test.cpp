@@ -21,6 +21,7 @@ PlanInputs llama7b(int world, config::Sharding sharding = config::Sharding::kFul
   in.local_world_size = std::min(world, 8);
   in.distributed = true;
   in.device = DeviceKind::kCuda;
+  in.prefetch_depth = 1;  // the trainer's default on a GPU
   return in;
 }
 
@@ -28,6 +29,23 @@ int64_t item_bytes(const MemoryPlan& plan, const std::string& name) {
   for (const PlanItem& item : plan.items)
     if (item.name == name) return item.host_bytes + item.device_bytes;
   return -1;
+}
+
+TEST(MemoryPlan, PrefetchDepthAndReduceDtypeSizeTheCollectiveBuffers) {
+  const PlanInputs base = llama7b(8);
+  const MemoryPlan plan = plan_memory(base);
+  const model::ModelConfig m = model::model_preset("llama-7b");
+  const int64_t layer = 4 * m.hidden_size * m.hidden_size + 3 * m.hidden_size * m.intermediate_size + 2 * m.hidden_size;
+  PlanInputs deeper = base;
+  deeper.prefetch_depth = 2;
+  EXPECT_EQ(item_bytes(plan_memory(deeper), "gathered units") - item_bytes(plan, "gathered units"), 2 * layer);
+  PlanInputs bf16 = base;
+  bf16.reduce_bytes = 2;
+  bf16.reductions_in_flight = 4;
+  // Two more layer buffers in flight, each and all the others at half the bytes.
+  const int64_t head = m.vocab_size * m.hidden_size + m.hidden_size;
+  EXPECT_EQ(item_bytes(plan, "gradient reductions") - item_bytes(plan_memory(bf16), "gradient reductions"),
+            2 * head + layer * (4 * 2 - 2 * 4));
 }
 
 TEST(MemoryPlan, CountsSixteenBytesOfStatePerParameterOverTheRanks) {

@@ -1,7 +1,9 @@
 // Tests for trainer/checkpoint: bit-exact round trips of tensor/JSON/verbatim parts, the COMPLETE
 // marker, keep_last pruning, verification of damaged files, resume selection with fallback, cleanup
-// of leftovers from killed saves, and SIGKILL at random moments of a real save (forked child).
-// CPU-only; about 3-5 s, most of it in the kill test's ~64 MB saves.
+// of leftovers from killed saves, SIGKILL at random moments of a real save, synchronous or
+// asynchronous (forked child), asynchronous saves (equal to synchronous ones bit for bit, errors
+// surfacing on the caller's thread), and over 3 Gloo ranks: saves, and resume verification spread
+// over the ranks. CPU-only; about 5-10 s, most of it in the kill tests' ~64 MB saves.
 #include "trainer/checkpoint.h"
 
 #include <ATen/ops/arange.h>
@@ -23,8 +25,11 @@
 #include <set>
 #include <thread>
 
+#include <ATen/Parallel.h>
+
 #include "common/file_io.h"
 #include "common/log.h"
+#include "tests/dist_support.h"
 #include "tests/test_support.h"
 
 namespace longtune::trainer {
@@ -199,6 +204,7 @@ TEST_F(CheckpointTest, CompleteMarkerListsSizeAndSha256OfEveryFile) {
     listed.insert(name);
     EXPECT_EQ(entry.at("bytes").get<uint64_t>(), fs::file_size(saved / name)) << name;
     EXPECT_EQ(entry.at("sha256").get<std::string>(), sha256_file(saved / name)) << name;
+    EXPECT_EQ(entry.at("rank"), 0) << name;  // who wrote it, and so who verifies it on resume
   }
   std::set<std::string> on_disk;
   for (const auto& entry : fs::directory_iterator(saved))
@@ -366,7 +372,13 @@ TEST_F(CheckpointTest, LeftoversOfKilledSavesAreIgnoredThenCleaned) {
   write_bytes(checkpoints() / ".trash-step_00000000-999999" / "model.safetensors", "x");
   fs::create_directories(checkpoints() / "step_00000003");  // no COMPLETE: not a checkpoint
   EXPECT_EQ(manager.list_complete(), std::vector<fs::path>{good});
-  EXPECT_EQ(manager.find_resume("auto"), good);
+  {
+    // Passed over, but not silently: the warning names it.
+    CapturedLog log(run_dir_ / "log.txt");
+    EXPECT_EQ(manager.find_resume("auto"), good);
+    EXPECT_NE(log.text().find("step_00000003: no COMPLETE marker"), std::string::npos) << log.text();
+    EXPECT_EQ(log.text().find(".tmp-step_00000002"), std::string::npos) << log.text();  // temporaries are no news
+  }
 
   const fs::path next = manager.save(2, parts());
   EXPECT_FALSE(fs::exists(temp));
@@ -374,24 +386,26 @@ TEST_F(CheckpointTest, LeftoversOfKilledSavesAreIgnoredThenCleaned) {
   EXPECT_EQ(manager.list_complete(), (std::vector<fs::path>{next, good}));
 }
 
-// SIGKILL a child process at moments spread over a real ~64 MB save: whatever the moment, the
-// previous checkpoint still verifies and auto-resume finds a checkpoint that verifies, never a
-// damaged one and never none.
-TEST_F(CheckpointTest, KillDuringSaveNeverDamagesWhatResumeSees) {
-  // fork() copies only this thread; the child's save then runs no torch kernels (its tensors are
-  // already CPU and contiguous), so torch's worker pools are never needed there.
+// SIGKILL a child process at moments spread over a real ~64 MB save (synchronous, or asynchronous
+// and waited for): whatever the moment, the previous checkpoint still verifies and auto-resume
+// finds a checkpoint that verifies, never a damaged one and never none.
+void kill_during_saves(const fs::path& run_dir, SaveMode mode) {
+  const fs::path checkpoints = run_dir / "checkpoints";
+  // fork() copies only this thread; the child's synchronous save runs no torch kernels (its tensors
+  // are already CPU and contiguous), and its asynchronous one clones on this thread alone (one
+  // intra-op thread), so torch's worker pools are never needed there.
   TestPart big("model");
   big.tensors = {{"big", at::randn({16 << 20})}, {"small", at::randn({1000}, at::kBFloat16)}};
   TestPart state("trainer");
   state.json = R"({"step": 100})";
   const std::map<std::string, const Stateful*> parts = {{"model", &big}, {"trainer", &state}};
-  CheckpointManager manager(run_dir_, 2);
+  CheckpointManager manager(run_dir, 2);
 
   const auto start = std::chrono::steady_clock::now();
   const fs::path previous = manager.save(100, parts);
   const double save_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const fs::path next = checkpoints() / "step_00000101";
+  const fs::path next = checkpoints / "step_00000101";
 
   const unsigned seed = std::random_device{}();
   std::mt19937 random(seed);
@@ -408,7 +422,9 @@ TEST_F(CheckpointTest, KillDuringSaveNeverDamagesWhatResumeSees) {
     ASSERT_GE(child, 0);
     if (child == 0) {
       try {
-        manager.save(101, parts);
+        if (mode == SaveMode::kAsync) at::set_num_threads(1);
+        manager.save(101, parts, nullptr, mode);
+        manager.wait();
       } catch (...) {
         ::_exit(3);
       }
@@ -425,7 +441,7 @@ TEST_F(CheckpointTest, KillDuringSaveNeverDamagesWhatResumeSees) {
     ASSERT_TRUE(finished || (killed && i > 0)) << "child status " << status;
     completed += finished;
     // Evidence that kills land mid-save: the child's own temporary (or trash) directory remains.
-    for (const auto& entry : fs::directory_iterator(checkpoints()))
+    for (const auto& entry : fs::directory_iterator(checkpoints))
       interrupted += entry.path().filename().string().ends_with("-" + std::to_string(child));
 
     std::string why;
@@ -441,10 +457,203 @@ TEST_F(CheckpointTest, KillDuringSaveNeverDamagesWhatResumeSees) {
   }
   // The next ordinary save sweeps up whatever the killed ones left.
   manager.save(102, parts);
+  for (const auto& entry : fs::directory_iterator(checkpoints))
+    EXPECT_EQ(entry.path().filename().string().rfind("step_", 0), 0u) << entry.path();
+  ::testing::Test::RecordProperty("completed", completed);
+  ::testing::Test::RecordProperty("interrupted_mid_save", interrupted);
+}
+
+TEST_F(CheckpointTest, KillDuringSaveNeverDamagesWhatResumeSees) { kill_during_saves(run_dir_, SaveMode::kSync); }
+
+TEST_F(CheckpointTest, KillDuringAsyncSaveNeverDamagesWhatResumeSees) {
+  kill_during_saves(run_dir_, SaveMode::kAsync);
+}
+
+// ---- asynchronous saves ----
+
+// Every file of a checkpoint directory, by name, as bytes.
+std::map<std::string, std::string> directory_bytes(const fs::path& directory) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : fs::directory_iterator(directory))
+    files[entry.path().filename().string()] = read_bytes(entry.path());
+  return files;
+}
+
+TEST_F(CheckpointTest, AsyncSaveEqualsSyncSaveBitForBitAndSnapshotsAtTheCall) {
+  make_parts();
+  CheckpointManager sync(run_dir_ / "sync", 2), async(run_dir_ / "async", 2);
+  const fs::path expected = sync.save(3, parts());
+  const std::string weights = raw_bytes(model_.tensors[0].second);
+  const fs::path saved = async.save(3, parts(), nullptr, SaveMode::kAsync);
+  EXPECT_TRUE(async.save_in_flight());
+  // The optimizer step that follows a save changes the state in place: the save must not see it.
+  model_.tensors[0].second.add_(1.0);
+  optimizer_.tensors[0].second.zero_();
+  async.wait();
+  EXPECT_FALSE(async.save_in_flight());
+  EXPECT_EQ(saved, run_dir_ / "async" / "checkpoints" / "step_00000003");
+  EXPECT_EQ(directory_bytes(saved), directory_bytes(expected));  // COMPLETE included
+  EXPECT_TRUE(CheckpointManager::verify(saved));
+  CheckpointReader reader(saved);
+  EXPECT_EQ(raw_bytes(reader.tensor("model", "w")), weights);
+}
+
+TEST_F(CheckpointTest, AsyncSavesKeepAtLeastOneCompleteCheckpoint) {
+  // keep_last 1: the only complete checkpoint goes only once the next one is in place.
+  make_parts();
+  CheckpointManager manager(run_dir_, 1);
+  const fs::path first = manager.save(1, parts(), nullptr, SaveMode::kAsync);
+  manager.wait();
+  manager.save(2, parts(), nullptr, SaveMode::kAsync);
+  EXPECT_GE(manager.list_complete().size(), 1u);  // step 1 until step 2 is committed, then step 2
+  manager.wait();
+  EXPECT_EQ(manager.list_complete(), std::vector<fs::path>{checkpoints() / "step_00000002"});
+  EXPECT_FALSE(fs::exists(first));
+  // The next save waits for the one in flight, so saves never overlap.
+  manager.save(3, parts(), nullptr, SaveMode::kAsync);
+  manager.save(4, parts(), nullptr, SaveMode::kAsync);
+  manager.wait();
+  EXPECT_EQ(manager.list_complete(), std::vector<fs::path>{checkpoints() / "step_00000004"});
+}
+
+TEST_F(CheckpointTest, AsyncSaveErrorSurfacesAtTheNextWaitOrSaveNamingTheCheckpoint) {
+  make_parts();
+  CheckpointManager manager(run_dir_, 3);
+  const fs::path good = manager.save(1, parts());
+  // Complex numbers have no safetensors dtype: the snapshot takes them, the background write fails.
+  TestPart bad("model");
+  bad.tensors = {{"z", at::randn({4}, at::kComplexFloat)}};
+  manager.save(2, {{"model", &bad}}, nullptr, SaveMode::kAsync);
+  expect_error([&] { manager.wait(); }, {"asynchronous save", "step_00000002", "model.safetensors"});
+  manager.wait();  // rethrown once
+  manager.save(3, {{"model", &bad}}, nullptr, SaveMode::kAsync);
+  expect_error([&] { manager.save(4, parts()); }, {"asynchronous save", "step_00000003"});
+  // Nothing half-written is left, the earlier checkpoint is untouched, saving works again.
+  EXPECT_EQ(manager.list_complete(), std::vector<fs::path>{good});
+  EXPECT_TRUE(CheckpointManager::verify(good));
   for (const auto& entry : fs::directory_iterator(checkpoints()))
     EXPECT_EQ(entry.path().filename().string().rfind("step_", 0), 0u) << entry.path();
-  RecordProperty("completed", completed);
-  RecordProperty("interrupted_mid_save", interrupted);
+  EXPECT_EQ(manager.save(5, parts()), checkpoints() / "step_00000005");
+  // A failure nobody waited for is logged by the destructor, not thrown from it.
+  CapturedLog log(run_dir_ / "log.txt");
+  {
+    CheckpointManager abandoned(run_dir_, 3);
+    abandoned.save(6, {{"model", &bad}}, nullptr, SaveMode::kAsync);
+  }
+  EXPECT_NE(log.text().find("step_00000006"), std::string::npos) << log.text();
+}
+
+TEST_F(CheckpointTest, MarkerWithoutRanksStillVerifiesAndResumes) {
+  // Markers written before ranks were recorded: the same format version, files without "rank".
+  make_parts();
+  CheckpointManager manager(run_dir_, 2);
+  const fs::path saved = manager.save(8, parts());
+  auto marker = nlohmann::json::parse(read_bytes(saved / "COMPLETE"));
+  for (auto& [name, entry] : marker.at("files").items()) entry.erase("rank");
+  write_bytes(saved / "COMPLETE", marker.dump(2));
+  EXPECT_TRUE(CheckpointManager::verify(saved));
+  EXPECT_EQ(manager.find_resume("auto"), saved);
+  // Spread over 3 verifying ranks by size: each file is checked by exactly one of them.
+  flip_byte(saved / "model.safetensors", 100);
+  int finding = 0;
+  for (int rank = 0; rank < 3; ++rank)
+    finding += !CheckpointManager::verify_share(saved, rank, 3, /*hash=*/true).empty();
+  EXPECT_EQ(finding, 1);
+}
+
+// ---- several ranks (threads of this process joined by a Gloo group) ----
+
+// Rank r's share of a sharded state: its own tensors, and from rank 0 also a JSON part.
+struct RankParts {
+  TestPart shard;
+  TestPart shared{"trainer"};
+  explicit RankParts(int rank) : shard(fmt::format("shard{}", rank)) {
+    at::manual_seed(static_cast<uint64_t>(100 + rank));
+    shard.tensors = {{"w", at::randn({1000 + 7 * rank})}, {"b", at::randn({33}, at::kBFloat16)}};
+    if (rank == 0) shared.json = R"({"step": 4})";
+  }
+  std::map<std::string, const Stateful*> parts() const {
+    std::map<std::string, const Stateful*> all = {{"shard", &shard}};
+    if (shared.json) all["trainer"] = &shared;
+    return all;
+  }
+};
+
+TEST_F(CheckpointTest, ThreeRanksAsyncSaveEqualsSyncSaveWithOneCompleteMarker) {
+  std::vector<std::unique_ptr<RankParts>> ranks;
+  for (int r = 0; r < 3; ++r) ranks.push_back(std::make_unique<RankParts>(r));
+  dist::run_ranks(3, [&](int rank, dist::ProcessGroup& group) {
+    CheckpointManager sync(run_dir_ / "sync", 2), async(run_dir_ / "async", 2);
+    sync.save(4, ranks[rank]->parts(), &group);
+    async.save(4, ranks[rank]->parts(), &group, SaveMode::kAsync);
+    ranks[rank]->shard.tensors[0].second.mul_(2);  // training goes on
+    async.wait();
+  });
+  const fs::path expected = run_dir_ / "sync" / "checkpoints" / "step_00000004";
+  const fs::path saved = run_dir_ / "async" / "checkpoints" / "step_00000004";
+  EXPECT_EQ(directory_bytes(saved), directory_bytes(expected));
+  EXPECT_EQ(CheckpointManager(run_dir_ / "async", 2).list_complete(), std::vector<fs::path>{saved});
+  const auto marker = nlohmann::json::parse(read_bytes(saved / "COMPLETE"));
+  for (int r = 0; r < 3; ++r)
+    EXPECT_EQ(marker.at("files").at(fmt::format("shard{}.safetensors", r)).at("rank"), r);
+  EXPECT_EQ(marker.at("files").at("trainer.json").at("rank"), 0);
+}
+
+TEST_F(CheckpointTest, EachRankVerifiesItsOwnFilesAndResumeFallsBackTogether) {
+  std::vector<std::unique_ptr<RankParts>> ranks;
+  for (int r = 0; r < 3; ++r) ranks.push_back(std::make_unique<RankParts>(r));
+  dist::run_ranks(3, [&](int rank, dist::ProcessGroup& group) {
+    CheckpointManager manager(run_dir_, 5);
+    for (const int64_t step : {1, 2, 3}) manager.save(step, ranks[rank]->parts(), &group, SaveMode::kAsync);
+    manager.wait();
+  });
+  const fs::path step1 = checkpoints() / "step_00000001", step2 = checkpoints() / "step_00000002",
+                 step3 = checkpoints() / "step_00000003";
+  // Step 3: one byte of rank 1's file flipped; only rank 1's share finds it.
+  flip_byte(step3 / "shard1.safetensors", 200);
+  for (int rank = 0; rank < 3; ++rank)
+    EXPECT_EQ(CheckpointManager::verify_share(step3, rank, 3, /*hash=*/true).empty(), rank != 1) << rank;
+  // Under two ranks, rank 1's file is rank 1's again, and rank 2's goes to rank 0.
+  EXPECT_FALSE(CheckpointManager::verify_share(step3, 1, 2, true).empty());
+  EXPECT_TRUE(CheckpointManager::verify_share(step3, 0, 2, true).empty());
+  // Step 2: rank 2's file truncated, found by its size before anyone hashes.
+  fs::resize_file(step2 / "shard2.safetensors", fs::file_size(step2 / "shard2.safetensors") - 1);
+  EXPECT_NE(CheckpointManager::verify_share(step2, 2, 3, /*hash=*/false).find("bytes"), std::string::npos);
+
+  std::vector<std::optional<fs::path>> chosen(3);
+  {
+    CapturedLog log(run_dir_ / "log.txt");
+    dist::run_ranks(3, [&](int rank, dist::ProcessGroup& group) {
+      chosen[rank] = CheckpointManager(run_dir_, 5).find_resume("auto", group);
+    });
+    EXPECT_NE(log.text().find("step_00000003: rank 1 found: file 'shard1.safetensors' has SHA-256"),
+              std::string::npos) << log.text();
+    EXPECT_NE(log.text().find("step_00000002: rank 2 found: file 'shard2.safetensors' has"), std::string::npos)
+        << log.text();
+  }
+  for (int rank = 0; rank < 3; ++rank) EXPECT_EQ(chosen[rank], step1) << rank;
+
+  // Every checkpoint damaged: every rank gets the same error, naming each one.
+  fs::remove(step1 / "shard0.safetensors");
+  std::vector<std::string> errors(3);
+  CapturedLog quiet(run_dir_ / "log2.txt");
+  dist::run_ranks(3, [&](int rank, dist::ProcessGroup& group) {
+    try {
+      CheckpointManager(run_dir_, 5).find_resume("auto", group);
+    } catch (const Error& e) {
+      errors[rank] = e.what();
+    }
+  });
+  for (int rank = 0; rank < 3; ++rank) {
+    EXPECT_NE(errors[rank].find("every checkpoint"), std::string::npos) << errors[rank];
+    EXPECT_NE(errors[rank].find("rank 0 found: file 'shard0.safetensors' is missing"), std::string::npos)
+        << errors[rank];
+  }
+  // An explicit path: the same verification, and its failure an error on every rank.
+  dist::run_ranks(2, [&](int, dist::ProcessGroup& group) {
+    expect_error([&] { CheckpointManager(run_dir_, 5).find_resume(step3.string(), group); },
+                 {step3.string(), "damaged", "shard1.safetensors"});
+  });
 }
 
 }  // namespace
