@@ -13,6 +13,7 @@
 #include <exception>
 #include <sstream>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/check.h"
@@ -35,86 +36,117 @@ void write_all(int fd, const void* data, size_t bytes, const std::filesystem::pa
 
 }  // namespace
 
-AtomicFile::AtomicFile(std::filesystem::path path, bool sha256, bool sync_directory)
+AtomicFile::AtomicFile(std::filesystem::path path, bool sha256, bool sync_directory, bool direct_io)
     : path_(std::move(path)),
       sync_directory_(sync_directory),
       hash_(sha256 ? std::make_unique<Sha256>() : nullptr),
-      staging_(nullptr, std::free) {
+      blocks_{Block(nullptr, std::free), Block(nullptr, std::free)} {
   temp_path_ = path_;
   temp_path_ += ".tmp-" + std::to_string(::getpid());
-  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+  if (hash_ && direct_io) {
+    // tmpfs and some others refuse O_DIRECT at open (EINVAL): they get buffered writes.
+    fd_ = ::open(temp_path_.c_str(), flags | O_DIRECT, 0644);
+    direct_ = fd_ >= 0;
+  }
+  if (fd_ < 0) fd_ = ::open(temp_path_.c_str(), flags, 0644);
   LT_CHECK(fd_ >= 0, "{}: cannot create: {}", temp_path_.string(), errno_text());
 }
 
 AtomicFile::~AtomicFile() {
+  if (writer_.joinable()) writer_.join();
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(temp_path_.c_str());
 }
 
-void AtomicFile::put(const char* data, size_t bytes) {
-  if (hash_ && bytes == kWriteBlockBytes) {
-    // Hashing and copying into the page cache both read the block: side by side, on two cores.
-    std::exception_ptr hash_error;
-    std::thread hasher([&] {
-      try {
-        hash_->update(data, bytes);
-      } catch (...) {
-        hash_error = std::current_exception();
-      }
-    });
-    try {
-      write_all(fd_, data, bytes, temp_path_);
-    } catch (...) {
-      hasher.join();
-      throw;
+void AtomicFile::write_block(const char* data, size_t bytes, uint64_t offset) {
+  const char* cursor = data;
+  size_t left = bytes;
+  while (left > 0) {
+    const ssize_t n = ::write(fd_, cursor, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINVAL && direct_ && cursor == data) {
+      // A file system that accepted O_DIRECT at open but not this write: buffered from here on.
+      LT_CHECK(::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) & ~O_DIRECT) == 0, "{}: fcntl failed: {}",
+               temp_path_.string(), errno_text());
+      direct_ = false;
+      continue;
     }
-    hasher.join();
-    if (hash_error) std::rethrow_exception(hash_error);
-  } else {
-    if (hash_) hash_->update(data, bytes);
-    write_all(fd_, data, bytes, temp_path_);
+    LT_CHECK(n > 0, "{}: write failed: {}", temp_path_.string(), errno_text());
+    cursor += n;
+    left -= static_cast<size_t>(n);
   }
-  written_ += bytes;
+  // Buffered: start the block's writeback now, without waiting for it, so the disk works while the
+  // next block is hashed and commit()'s fsync finds little left. Advisory: failures surface there.
+  if (!direct_)
+    ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(bytes), SYNC_FILE_RANGE_WRITE);
 }
 
-void AtomicFile::flush() {
+void AtomicFile::wait_for_writer() {
+  if (writer_.joinable()) writer_.join();
+  if (write_error_) std::rethrow_exception(std::exchange(write_error_, nullptr));
+}
+
+void AtomicFile::submit_block() {
+  char* block = blocks_[current_].get();
+  hash_->update(block, kWriteBlockBytes);  // still in cache from the copy into it
+  wait_for_writer();                       // the other block is free again
+  writer_ = std::thread([this, block, offset = submitted_] {
+    try {
+      write_block(block, kWriteBlockBytes, offset);
+    } catch (...) {
+      write_error_ = std::current_exception();
+    }
+  });
+  submitted_ += kWriteBlockBytes;
+  current_ ^= 1;
+  staged_ = 0;
+}
+
+void AtomicFile::write_tail() {
+  wait_for_writer();
   if (staged_ == 0) return;
-  put(staging_.get(), staged_);
+  // O_DIRECT wants whole aligned blocks; the tail goes through the page cache (direct_ keeps
+  // saying how the blocks went: nothing is written after the tail).
+  if (direct_)
+    LT_CHECK(::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) & ~O_DIRECT) == 0, "{}: fcntl failed: {}",
+             temp_path_.string(), errno_text());
+  const char* tail = blocks_[current_].get();
+  if (hash_) hash_->update(tail, staged_);
+  write_all(fd_, tail, staged_, temp_path_);
+  submitted_ += staged_;
   staged_ = 0;
 }
 
 void AtomicFile::write(const void* data, size_t bytes) {
   LT_CHECK(fd_ >= 0 && !committed_, "{}: write after commit", path_.string());
-  const char* cursor = static_cast<const char*>(data);
   size_ += bytes;
+  if (!hash_) {
+    write_all(fd_, data, bytes, temp_path_);
+    submitted_ += bytes;
+    return;
+  }
+  const char* cursor = static_cast<const char*>(data);
   while (bytes > 0) {
-    if (staged_ == 0 && bytes >= kWriteBlockBytes) {
-      // At a block boundary with a whole block to go: straight from the caller's memory, no copy.
-      const size_t whole = bytes - bytes % kWriteBlockBytes;
-      for (size_t done = 0; done < whole; done += kWriteBlockBytes) put(cursor + done, kWriteBlockBytes);
-      cursor += whole;
-      bytes -= whole;
-      continue;
-    }
-    if (!staging_) {
+    Block& block = blocks_[current_];
+    if (!block) {
       void* memory = nullptr;
       LT_CHECK(::posix_memalign(&memory, 4096, kWriteBlockBytes) == 0, "{}: out of memory for the write buffer",
                path_.string());
-      staging_.reset(static_cast<char*>(memory));
+      block.reset(static_cast<char*>(memory));
     }
     const size_t take = std::min(bytes, kWriteBlockBytes - staged_);
-    std::memcpy(staging_.get() + staged_, cursor, take);
+    std::memcpy(block.get() + staged_, cursor, take);
     staged_ += take;
     cursor += take;
     bytes -= take;
-    if (staged_ == kWriteBlockBytes) flush();
+    if (staged_ == kWriteBlockBytes) submit_block();
   }
 }
 
 void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
   LT_CHECK(offset + bytes <= size_, "{}: write_at past the end", path_.string());
   LT_CHECK(!hash_, "{}: write_at on a file hashed as it is streamed", path_.string());
-  flush();
   const char* cursor = static_cast<const char*>(data);
   while (bytes > 0) {
     const ssize_t n = ::pwrite(fd_, cursor, bytes, static_cast<off_t>(offset));
@@ -128,7 +160,7 @@ void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
 
 FileDigest AtomicFile::commit() {
   LT_CHECK(fd_ >= 0 && !committed_, "{}: commit twice", path_.string());
-  flush();
+  write_tail();
   LT_CHECK(::fsync(fd_) == 0, "{}: fsync failed: {}", temp_path_.string(), errno_text());
   LT_CHECK(::close(fd_) == 0, "{}: close failed: {}", temp_path_.string(), errno_text());
   fd_ = -1;

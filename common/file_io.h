@@ -1,19 +1,24 @@
 // Crash-safe file output and content hashing, shared by data preparation and checkpoints.
 // AtomicFile writes to "<path>.tmp-<pid>", and commit() fsyncs it, renames it over <path> and fsyncs
 // the directory, so a reader sees either the old file or the whole new one, never a torn write
-// (kill -9 included). Writes go to the file in whole blocks of kWriteBlockBytes at block-aligned
-// offsets, and with `sha256` each block is hashed as it is written (a whole block on a helper thread
-// while this one copies it into the page cache), so the file's digest comes out of the single pass
-// that writes it (no re-read). Not a general file API: reads go through mmap or iostreams where
-// they are used.
+// (kill -9 included). A hashing file (`sha256`, what checkpoints write) is a two-stage pipeline over
+// two page-aligned blocks of kWriteBlockBytes: the caller's thread copies bytes into one block and
+// hashes it while it is still in cache, a helper thread writes the other to the file at a
+// block-aligned offset, with O_DIRECT where the file system takes it (the disk then DMAs from our
+// block: no page-cache copy, no CPU, and commit's fsync has little left) and with early writeback
+// otherwise. So the digest comes out of the single pass that writes the bytes (no re-read), and
+// hashing overlaps the disk. Not a general file API: reads go through mmap or iostreams where they
+// are used.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <exception>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace longtune {
 
@@ -28,18 +33,21 @@ struct FileDigest {
 
 class AtomicFile {
  public:
-  // Bytes per write(2) (8 MiB): few system calls, block-aligned offsets, a block still in cache
-  // when it is hashed and then copied into the page cache.
+  // Bytes per write(2) of a hashing file (8 MiB): few system calls, offsets aligned for O_DIRECT,
+  // a block small enough to stay in cache between its copy and its hash.
   static constexpr size_t kWriteBlockBytes = size_t{8} << 20;
 
   // Opens a fresh temporary file next to `path` (its directory must exist); throws longtune::Error
   // naming the path on failure. With `sha256`, commit() returns the digest of what was written.
   // Without `sync_directory`, commit() leaves the directory's fsync to the caller (one for many
   // files, as a checkpoint's writer does).
-  explicit AtomicFile(std::filesystem::path path, bool sha256 = false, bool sync_directory = true);
+  // `direct_io` false keeps a hashing file's blocks in the page cache too (buffered writes with early
+  // writeback: the path taken where the file system refuses O_DIRECT).
+  explicit AtomicFile(std::filesystem::path path, bool sha256 = false, bool sync_directory = true,
+                      bool direct_io = true);
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
-  // Removes the temporary file unless commit() succeeded.
+  // Waits for a block still being written, then removes the temporary file unless commit() succeeded.
   ~AtomicFile();
 
   void write(const void* data, size_t bytes);
@@ -53,22 +61,36 @@ class AtomicFile {
   FileDigest commit();
 
   const std::filesystem::path& path() const { return path_; }
+  // After commit(): whether the whole blocks went to the disk with O_DIRECT (a hashing file on a
+  // file system that takes it; the tail never does).
+  bool direct_io() const { return direct_; }
 
  private:
-  // Hashes and writes the staged bytes (a whole block, or the tail at commit).
-  void flush();
-  // Hashes and writes `bytes` at the current end of the file.
-  void put(const char* data, size_t bytes);
+  using Block = std::unique_ptr<char, void (*)(void*)>;
+  // Hashes the full current block and hands it to the writer thread; the other block becomes current.
+  void submit_block();
+  // Waits for the block in flight; rethrows its write error.
+  void wait_for_writer();
+  // Writes the current block's first `staged_` bytes (the tail) on this thread, after the block in
+  // flight, hashing them first.
+  void write_tail();
+  // The writer thread's job: `bytes` of `data` at the end of the file, which is at `offset`.
+  void write_block(const char* data, size_t bytes, uint64_t offset);
+
   std::filesystem::path path_;
   std::filesystem::path temp_path_;
   int fd_ = -1;
-  uint64_t size_ = 0;     // bytes accepted by write(), staged ones included
-  uint64_t written_ = 0;  // bytes handed to the file
+  uint64_t size_ = 0;  // bytes accepted by write(), staged ones included
   bool committed_ = false;
   bool sync_directory_ = true;
-  std::unique_ptr<Sha256> hash_;                      // null without sha256
-  std::unique_ptr<char, void (*)(void*)> staging_;    // page-aligned, kWriteBlockBytes, made on first use
-  size_t staged_ = 0;
+  std::unique_ptr<Sha256> hash_;  // null without sha256
+  bool direct_ = false;           // blocks are written with O_DIRECT
+  Block blocks_[2];               // page-aligned, kWriteBlockBytes each, made on first use
+  int current_ = 0;               // the block being filled
+  size_t staged_ = 0;             // bytes in it
+  uint64_t submitted_ = 0;        // bytes handed to the writer so far (its next offset)
+  std::thread writer_;            // the block in flight, if joinable
+  std::exception_ptr write_error_;
 };
 
 // Writes `content` to `path` atomically (AtomicFile + commit); returns its size and SHA-256.

@@ -3,9 +3,12 @@
 # Uses build/bundle (scripts/bundle_runtime.sh) when present, so a machine with a Python torch 2.11
 # but without our Debian libraries can run it; otherwise builds with scripts/build.sh. Runs the CUDA
 # unit tests, then trains configs/gpu_check.yaml in bf16 (with and without activation checkpointing)
-# and fp32, then sharded (full_shard) through NCCL at world size 1 and through Gloo with two
-# processes sharing the GPU, and writes logs and metrics under OUT_DIR; prints a summary table last,
-# with each run's device peak beside `longtune plan`'s prediction for it.
+# and fp32, then sharded (full_shard) through NCCL at world size 1, through Gloo with two processes
+# sharing the GPU, and through NCCL with one rank per GPU when there are several (fp32 and bf16
+# reduce-scatter); profiles the world-size-1 NCCL run with Nsight Systems where `nsys` exists (prefetch
+# depth 1 and 0) and reports how much of the collective time overlaps compute; writes logs and
+# metrics under OUT_DIR; prints a summary table last, with each run's device peak beside
+# `longtune plan`'s prediction for it.
 set -uo pipefail
 OUT="${1:?usage: $0 OUT_DIR}"
 cd "$(dirname "$0")/.."
@@ -67,6 +70,37 @@ launched() {  # name, ranks, extra --set arguments
 echo "== sharded training"
 launched nccl_full_shard_1 1
 launched gloo_full_shard_2 2 parallel.backend=gloo train.steps=12
+# NCCL with several ranks, one per GPU, when the machine has them: the same job and global batch, so
+# its losses follow the world-size-1 run's (bf16: close, not bitwise).
+GPUS=$(nvidia-smi -L | wc -l)
+if [ "$GPUS" -ge 2 ]; then
+  launched "nccl_full_shard_$GPUS" "$GPUS"
+  launched "nccl_full_shard_${GPUS}_bf16_reduce" "$GPUS" parallel.reduce_dtype=bfloat16
+else
+  echo "nccl with several ranks: skipped ($GPUS GPU)"
+fi
+
+# Do all-gathers overlap compute? An Nsight Systems profile of the world-size-1 NCCL run (the
+# collectives then are copies on ProcessGroupNCCL's stream), judged by scripts/nsys_overlap.py.
+echo "== overlap profile"
+if command -v nsys > /dev/null; then
+  for depth in 1 0; do
+    name="overlap_prefetch_$depth"
+    rm -rf "runs/gpu/$name"
+    RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29600 + depth)) \
+      timeout 300 nsys profile --trace=cuda --sample=none --cpuctxsw=none --force-overwrite=true \
+      --output "$OUT/$name" "$BIN/longtune" train configs/gpu_check.yaml --set "train.run_dir=runs/gpu/$name" \
+      --set parallel.sharding=full_shard --set parallel.prefetch_depth=$depth --set train.steps=8 \
+      > "$OUT/$name.log" 2>&1
+    echo "$name exit $?"
+    nsys export --type sqlite --force-overwrite true --output "$OUT/$name.sqlite" "$OUT/$name.nsys-rep" \
+      >> "$OUT/$name.log" 2>&1 &&
+      python3 scripts/nsys_overlap.py "$OUT/$name.sqlite" --json "$OUT/$name.overlap.json" | tee -a "$OUT/$name.log"
+    rm -f "$OUT/$name.sqlite"
+  done
+else
+  echo "overlap profile: skipped (no nsys on PATH)"
+fi
 
 echo "== summary (median over steps after the first 5)"
 python3 - "$OUT" <<'PY'
@@ -80,7 +114,7 @@ def planned(name):
     plan = json.loads(path.read_text())
     outside = sum(i["device_bytes"] for i in plan["items"] if i["name"] == "CUDA context")
     return (plan["device_peak_bytes_per_rank"] - outside) / 2**30
-print(f"{'run':<18}{'tok/s':>10}{'MFU %':>8}{'peak GiB':>10}{'plan GiB':>10}{'plan/peak':>10}{'loss first':>12}"
+print(f"{'run':<30}{'tok/s':>10}{'MFU %':>8}{'peak GiB':>10}{'plan GiB':>10}{'plan/peak':>10}{'loss first':>12}"
       f"{'loss last':>11}{'val ppl':>9}")
 for f in sorted(out.glob("*.metrics.jsonl")):
     rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
@@ -91,7 +125,7 @@ for f in sorted(out.glob("*.metrics.jsonl")):
     name = f.name.split('.')[0]
     peak = max(r['device_peak_bytes'] for r in train) / 2**30
     plan = planned(name)
-    print(f"{name:<18}{statistics.median(r['tokens_per_s'] for r in steady):>10.0f}"
+    print(f"{name:<30}{statistics.median(r['tokens_per_s'] for r in steady):>10.0f}"
           f"{100*statistics.median(r['mfu'] for r in steady):>8.1f}{peak:>10.2f}{plan:>10.2f}"
           f"{(plan / peak if peak else float('nan')):>10.3f}{train[0]['loss']:>12.4f}{train[-1]['loss']:>11.4f}{(ev[-1]['val_ppl'] if ev else float('nan')):>9.2f}")
 PY

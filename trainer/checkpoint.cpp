@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <system_error>
+#include <thread>
 
 #include "common/check.h"
 #include "common/json_value.h"
@@ -244,7 +246,7 @@ void CheckpointWriter::put_tensors(const std::string& part,
     LT_CHECK(tensor.defined(), "checkpoint {}: part '{}': tensor '{}' is undefined",
              directory_.string(), part, name);
     const at::Tensor source = tensor.detach();
-    if (mode_ == Mode::kWriteNow) {
+    if (mode_ == Mode::kBorrow) {
       // CPU contiguous copies only where needed (a no-op for tensors already so); bits unchanged.
       host.emplace_back(name, source.to(at::kCPU).contiguous());
     } else if (source.is_cuda()) {
@@ -259,11 +261,6 @@ void CheckpointWriter::put_tensors(const std::string& part,
       host.emplace_back(name, source.is_contiguous() ? source.clone() : source.contiguous());
     }
   }
-  if (mode_ == Mode::kWriteNow) {
-    written_.push_back({file_name, model::save_safetensors((directory_ / file_name).string(), host, {},
-                                                           /*sync_directory=*/false)});
-    return;
-  }
   snapshot_.push_back({file_name, std::move(host), std::nullopt});
 }
 
@@ -277,10 +274,7 @@ void CheckpointWriter::put_file(const std::string& file_name, const std::string&
 
 void CheckpointWriter::put_file_named(const std::string& file_name, const std::string& content) {
   add_file(file_name);
-  if (mode_ == Mode::kWriteNow)
-    written_.push_back({file_name, write_file_atomic(directory_ / file_name, content, /*sync_directory=*/false)});
-  else
-    snapshot_.push_back({file_name, {}, content});
+  snapshot_.push_back({file_name, {}, content});
 }
 
 void CheckpointWriter::finish_snapshot() {
@@ -292,17 +286,43 @@ void CheckpointWriter::finish_snapshot() {
 
 void CheckpointWriter::finish_writing() {
   LT_CHECK(copy_devices_.empty(), "checkpoint {}: snapshot written before its device copies finished", directory_.string());
-  for (Snapshot& file : snapshot_) {
-    const fs::path path = directory_ / file.file_name;
-    try {
-      written_.push_back({file.file_name, file.text ? write_file_atomic(path, *file.text, /*sync_directory=*/false)
-                                                    : model::save_safetensors(path.string(), file.tensors, {},
-                                                                              /*sync_directory=*/false)});
-    } catch (const Error& e) {
-      LT_FAIL("writing {}: {}", file.file_name, e.what());
-    }
-    file = Snapshot{};  // frees this file's host copy as soon as it is on disk
+  std::vector<size_t> order(snapshot_.size());
+  std::vector<uint64_t> bytes(snapshot_.size(), 0);
+  for (size_t i = 0; i < snapshot_.size(); ++i) {
+    order[i] = i;
+    bytes[i] = snapshot_[i].text ? snapshot_[i].text->size() : 0;
+    for (const auto& [name, tensor] : snapshot_[i].tensors) bytes[i] += tensor.nbytes();
   }
+  // Largest first, so that the longest file starts at once and the small ones fill in around it.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bytes[a] > bytes[b]; });
+  std::vector<FileDigest> digests(snapshot_.size());
+  std::vector<std::string> errors(snapshot_.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k = next++; k < order.size(); k = next++) {
+      Snapshot& file = snapshot_[order[k]];
+      const fs::path path = directory_ / file.file_name;
+      try {
+        digests[order[k]] = file.text ? write_file_atomic(path, *file.text, /*sync_directory=*/false)
+                                      : model::save_safetensors(path.string(), file.tensors, {}, /*sync_directory=*/false);
+      } catch (const std::exception& e) {
+        errors[order[k]] = fmt::format("writing {}: {}", file.file_name, e.what());
+      }
+      // Frees this file's host copy as soon as it is on disk.
+      file.tensors.clear();
+      file.text.reset();
+    }
+  };
+  // A background (kSnapshot) save writes one file at a time: it shares the cores with training, and
+  // a second hashing thread would slow the steps more than it shortens the save.
+  const size_t parallel = mode_ == Mode::kSnapshot ? 1 : kParallelFiles;
+  const size_t helpers = std::min({parallel, order.size(), size_t{std::max(1u, std::thread::hardware_concurrency())}});
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < helpers; ++t) threads.emplace_back(work);
+  work();
+  for (std::thread& thread : threads) thread.join();
+  for (const std::string& error : errors) LT_CHECK(error.empty(), "{}", error);
+  for (size_t i = 0; i < snapshot_.size(); ++i) written_.push_back({snapshot_[i].file_name, digests[i]});
   snapshot_.clear();
   // One fsync for the names of all of this rank's files (each file's data was fsynced by itself).
   if (!written_.empty()) fsync_directory(directory_);
@@ -442,7 +462,7 @@ fs::path CheckpointManager::save(int64_t step, const std::map<std::string, const
 
   const bool async = mode == SaveMode::kAsync;
   job->writer = std::make_unique<CheckpointWriter>(
-      job->temp_dir, async ? CheckpointWriter::Mode::kSnapshot : CheckpointWriter::Mode::kWriteNow);
+      job->temp_dir, async ? CheckpointWriter::Mode::kSnapshot : CheckpointWriter::Mode::kBorrow);
   try {
     for (const auto& [part_name, part] : parts) {
       LT_CHECK(part != nullptr, "checkpoint {}: part '{}' is null", job->final_dir.string(), part_name);

@@ -44,14 +44,17 @@ struct WrittenFile {
   FileDigest digest;
 };
 
-// Collects the files of one checkpoint while parts save themselves. kWriteNow writes each file as
-// it is put; kSnapshot only copies what is put into host memory (CUDA tensors into pinned memory,
+// Collects the files of one checkpoint while parts save themselves, then writes them all at once in
+// finish_writing(), several files side by side (each one's SHA-256 is a serial pass, so a rank's
+// weights and optimizer files are hashed on different cores). kBorrow keeps the CPU tensors that
+// are put as they are (device ones are copied to the host): the caller leaves them unchanged until
+// finish_writing(). kSnapshot copies what is put into host memory (CUDA tensors into pinned memory,
 // then one synchronisation in finish_snapshot(); CPU tensors cloned), so the parts may change at
 // once, and finish_writing() (on any thread; it runs no device work) writes the same bytes later.
 class CheckpointWriter {
  public:
-  enum class Mode { kWriteNow, kSnapshot };
-  explicit CheckpointWriter(std::filesystem::path directory, Mode mode = Mode::kWriteNow);
+  enum class Mode { kBorrow, kSnapshot };
+  explicit CheckpointWriter(std::filesystem::path directory, Mode mode = Mode::kBorrow);
   ~CheckpointWriter();
   // <part>.safetensors with these tensors (copied to CPU as they are; dtype kept bit for bit).
   void put_tensors(const std::string& part, const std::vector<std::pair<std::string, at::Tensor>>& tensors);
@@ -61,8 +64,11 @@ class CheckpointWriter {
   void put_file(const std::string& file_name, const std::string& content);
   // kSnapshot: waits for the device-to-host copies of everything put so far.
   void finish_snapshot();
-  // kSnapshot: writes every snapshotted file (each fsynced), freeing the snapshot; then, in
-  // either mode, fsyncs the directory once, so every file put is durable under its name.
+  // Writes every file put (each fsynced; kBorrow: up to kParallelFiles at a time, largest first;
+  // kSnapshot: one at a time, as it runs beside training), freeing
+  // each one's host copy once it is on disk; then fsyncs the directory once, so every file put is
+  // durable under its name. A failure names the file.
+  static constexpr size_t kParallelFiles = 4;
   void finish_writing();
   // Names of every file put, in order.
   const std::vector<std::string>& files() const { return files_; }

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -70,6 +71,24 @@ TEST(AtomicFile, HashWhileWritingEqualsTheHashOfTheFileOnDisk) {
   // The digest of the empty string, as sha256sum prints it.
   EXPECT_EQ(write_file_atomic(dir.path() / "empty", "").sha256,
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+// The two write paths give the same bytes and digest: O_DIRECT blocks (where the file system takes
+// them; the test's temporary directory on most disks) and buffered blocks with early writeback.
+TEST(AtomicFile, DirectAndBufferedWritesGiveTheSameFileAndDigest) {
+  TempDir dir;
+  const std::string content = random_bytes(2 * kBlock + 777, 11);
+  for (const bool direct_io : {true, false}) {
+    const fs::path path = dir.path() / (direct_io ? "direct" : "buffered");
+    AtomicFile file(path, /*sha256=*/true, /*sync_directory=*/true, direct_io);
+    file.write(content.data(), content.size());
+    const FileDigest digest = file.commit();
+    std::printf("%s: blocks written %s\n", path.c_str(), file.direct_io() ? "with O_DIRECT" : "buffered");
+    if (!direct_io) EXPECT_FALSE(file.direct_io());
+    EXPECT_EQ(digest.bytes, content.size());
+    EXPECT_EQ(digest.sha256, sha256_hex(content)) << path;
+    EXPECT_EQ(read_bytes(path), content) << path;
+  }
 }
 
 TEST(AtomicFile, WithoutHashingNoDigestAndWriteAtWorks) {
